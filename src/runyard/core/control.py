@@ -1,0 +1,89 @@
+"""Acting on one run on its worker: cancel it, read or follow its log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from runyard.core.errors import InputError, OperationalError, RunyardError
+from runyard.core.fleet.transports import Fleet
+from runyard.core.models import Run, RunStatus
+from runyard.core.protocol import (
+    build_cancel,
+    build_log_snapshot,
+    build_log_tail,
+    parse_log_snapshot,
+)
+from runyard.core.runs import find_run, set_status
+from runyard.core.store.workspace_store import WorkspaceStore
+
+
+@dataclass
+class CancelOutcome:
+    run: Run
+    was: RunStatus
+    signal: str | None = None  # term, kill, gone, nopid
+
+
+async def cancel_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> CancelOutcome:
+    """Mark the run cancelled first (so nothing requeues it), then kill its process group."""
+    with store.queue_transaction() as runs:
+        run = find_run(runs, ref)
+        was = run.status
+        if run.status not in (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING):
+            raise InputError(f"run {run.id} is {run.status.value}; there is nothing to cancel")
+        set_status(store, run, RunStatus.CANCELLED)
+    outcome = CancelOutcome(run, was)
+    if was == RunStatus.PENDING or run.run_dir is None or run.worker is None:
+        return outcome
+    worker = store.worker(run.worker)
+    grace = store.settings().runs.cancel_grace_seconds
+    try:
+        result = await fleet.executor(worker).run(
+            build_cancel(run.run_dir, grace), timeout=grace + store.settings().ssh.command_timeout
+        )
+    except RunyardError as exc:
+        store.events.append("run.cancel_failed", run=run.id, error=str(exc))
+        raise OperationalError(
+            f"run {run.id} is marked cancelled, but its process could not be stopped: {exc}"
+        ) from exc
+    outcome.signal = result.text().strip().partition("=")[2] or None
+    return outcome
+
+
+def _located(store: WorkspaceStore, ref: str) -> tuple[Run, str]:
+    run = find_run(store.runs(), ref)
+    if run.run_dir is None or run.worker is None:
+        raise InputError(f"run {run.id} is {run.status.value} and has no log yet")
+    return run, run.worker
+
+
+async def read_log(store: WorkspaceStore, fleet: Fleet, ref: str, lines: int | None) -> bytes:
+    run, worker_name = _located(store, ref)
+    assert run.run_dir is not None
+    result = await fleet.executor(store.worker(worker_name)).run(build_log_tail(run.run_dir, lines))
+    return result.stdout
+
+
+async def follow_log(
+    store: WorkspaceStore, fleet: Fleet, ref: str, lines: int | None, poll_seconds: float = 0.5
+) -> AsyncIterator[bytes]:
+    """Yield the log's last lines, then new bytes as they arrive, until the run has ended."""
+    run, worker_name = _located(store, ref)
+    assert run.run_dir is not None
+    executor = fleet.executor(store.worker(worker_name))
+    run_dir = run.run_dir
+    offset, first = parse_log_snapshot((await executor.run(build_log_snapshot(run_dir, lines))).stdout)
+    if first:
+        yield first
+    while True:
+        chunk = await executor.run(build_log_tail(run_dir, offset=offset))
+        if chunk.stdout:
+            offset += len(chunk.stdout)
+            yield chunk.stdout
+            continue
+        current = find_run(store.runs(), run.id)
+        if not current.is_active or current.attempts != run.attempts:
+            return
+        await asyncio.sleep(poll_seconds)

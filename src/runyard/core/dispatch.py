@@ -1,0 +1,173 @@
+"""Dispatch: a pure planner (queue + fleet -> assignments) and the launcher that executes it.
+
+Launching is three steps so a crash at any point is recoverable: mark the runs
+`dispatched` under the lock, launch outside it (the run directory's `mkdir` is the launch
+lock, so a retried launch never starts a run twice), then record pids under the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runyard.core.errors import InputError, RunyardError
+from runyard.core.fleet.transports import Fleet
+from runyard.core.models import Run, RunStatus, Worker
+from runyard.core.protocol import LaunchRequest, build_launch, parse_launch, run_dir_path
+from runyard.core.runs import set_status
+from runyard.core.secrets import resolve_secrets, split_env
+from runyard.core.store.events import utc_now
+from runyard.core.store.workspace_store import WorkspaceStore
+
+
+@dataclass(frozen=True)
+class Assignment:
+    run_id: str
+    run_name: str
+    worker: str
+
+
+def plan_dispatch(
+    runs: Sequence[Run],
+    workers: Sequence[Worker],
+    default_pool: str,
+    pool: str | None = None,
+    skip_workers: frozenset[str] = frozenset(),
+) -> list[Assignment]:
+    """Assign pending runs to free worker slots: highest priority first, then oldest.
+
+    A pinned run waits for its worker; a run with no pool goes to the default pool. Among
+    eligible workers the one with the most free slots wins, so runs spread out.
+    """
+    usable = [w for w in workers if w.enabled and w.worker_id not in skip_workers]
+    free: dict[str, int] = {w.worker_id: w.slots for w in usable}
+    for run in runs:
+        if run.is_active and run.worker in free:
+            free[run.worker] -= 1
+    by_pool: dict[str, list[Worker]] = {}
+    for worker in usable:
+        by_pool.setdefault(worker.worker_pool, []).append(worker)
+    pending = [r for r in runs if r.status == RunStatus.PENDING]
+    pending.sort(key=lambda r: (-r.priority, r.created_at, r.id))
+    plan: list[Assignment] = []
+    for run in pending:
+        run_pool = run.pool or default_pool
+        if pool is not None and run_pool != pool:
+            continue
+        if run.pinned_worker is not None:
+            candidates = [w for w in usable if w.worker_id == run.pinned_worker]
+        else:
+            candidates = by_pool.get(run_pool, [])
+        best: Worker | None = None
+        for worker in candidates:
+            if free[worker.worker_id] > 0 and (best is None or free[worker.worker_id] > free[best.worker_id]):
+                best = worker
+        if best is None:
+            continue
+        free[best.worker_id] -= 1
+        plan.append(Assignment(run.id, run.name, best.worker_id))
+    return plan
+
+
+@dataclass
+class DispatchOutcome:
+    run_id: str
+    run_name: str
+    worker: str
+    ok: bool
+    pid: int | None = None
+    error: str | None = None
+
+
+async def dispatch(
+    store: WorkspaceStore, fleet: Fleet, pool: str | None = None, dry_run: bool = False
+) -> list[DispatchOutcome]:
+    settings = store.settings()
+    workers = {w.worker_id: w for w in store.workers()}
+    if pool is not None and not any(w.worker_pool == pool for w in workers.values()):
+        raise InputError(f"no worker in pool {pool!r} (see `runyard worker list`)")
+    if dry_run:
+        plan = plan_dispatch(store.runs(), list(workers.values()), settings.default_pool, pool)
+        return [DispatchOutcome(a.run_id, a.run_name, a.worker, ok=True) for a in plan]
+
+    requests: dict[str, tuple[Worker, LaunchRequest]] = {}
+    with store.queue_transaction() as runs:
+        plan = plan_dispatch(runs, list(workers.values()), settings.default_pool, pool)
+        by_id = {run.id: run for run in runs}
+        for assignment in plan:
+            run = by_id[assignment.run_id]
+            worker = workers[assignment.worker]
+            plain_env, refs = split_env(run.env)
+            secret_values = resolve_secrets(refs)
+            workspace = fleet.workspace_path(worker)
+            run.attempts += 1
+            run.worker = worker.worker_id
+            run.run_dir = run_dir_path(workspace, run.id, run.attempts)
+            run.dispatched_at = utc_now()
+            run.error = None
+            set_status(store, run, RunStatus.DISPATCHED, worker=worker.worker_id, attempt=run.attempts)
+            requests[run.id] = (
+                worker,
+                LaunchRequest(
+                    workspace=workspace,
+                    run_id=run.id,
+                    run_name=run.name,
+                    attempt=run.attempts,
+                    workdir=_workdir(run, workspace),
+                    env=plain_env,
+                    secrets=secret_values,
+                    command=run.command,
+                ),
+            )
+
+    async def launch(worker: Worker, request: LaunchRequest) -> DispatchOutcome:
+        outcome = DispatchOutcome(request.run_id, request.run_name, worker.worker_id, ok=False)
+        script, payload = build_launch(request)
+        try:
+            result = await fleet.executor(worker).run(
+                script, payload, timeout=settings.ssh.command_timeout
+            )
+        except RunyardError as exc:
+            outcome.error = str(exc)
+            return outcome
+        launched = parse_launch(result.stdout)
+        if launched.already_exists:
+            outcome.ok = True  # an earlier attempt of this launch got there; check resolves it
+            return outcome
+        if not result.ok or launched.pid is None:
+            outcome.error = (result.stderr.decode("utf-8", "replace").strip() or
+                             f"launch script exited {result.exit_status}").splitlines()[-1]
+            return outcome
+        outcome.ok = True
+        outcome.pid = launched.pid
+        return outcome
+
+    outcomes = await asyncio.gather(*(launch(w, r) for w, r in requests.values()))
+
+    with store.queue_transaction() as runs:
+        by_id = {run.id: run for run in runs}
+        for outcome in outcomes:
+            run = by_id.get(outcome.run_id)
+            if run is None or run.status != RunStatus.DISPATCHED:
+                continue  # cancelled or edited while launching
+            if outcome.ok and outcome.pid is not None:
+                run.pid = outcome.pid
+                run.started_at = utc_now()
+                set_status(store, run, RunStatus.RUNNING, pid=outcome.pid)
+            elif not outcome.ok:
+                # Never launched: back to pending; the next dispatch is a fresh attempt
+                # (a new run directory, so a half-made one can never block it).
+                run.worker = None
+                run.run_dir = None
+                run.error = outcome.error
+                set_status(store, run, RunStatus.PENDING, reason="launch failed", error=outcome.error)
+    return list(outcomes)
+
+
+def _workdir(run: Run, workspace: str) -> str:
+    if run.workdir is None:
+        return workspace
+    if run.workdir.startswith(("/", "~")):
+        return run.workdir
+    return f"{workspace.rstrip('/')}/{run.workdir}"

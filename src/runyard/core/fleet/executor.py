@@ -1,0 +1,72 @@
+"""The one interface every worker transport implements: run a bash script, get bytes back.
+
+The run protocol, telemetry probes and pulls are all bash scripts built in core and sent
+through an `Executor`, so a local worker and an SSH worker follow the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from runyard.core.errors import WorkerUnreachable
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a script printed and how it exited."""
+
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class Executor(Protocol):
+    """Runs a bash script on one worker. Raises `WorkerUnreachable` when it cannot."""
+
+    name: str
+
+    async def run(
+        self, script: str, stdin: bytes = b"", timeout: float | None = None
+    ) -> CommandResult: ...
+
+
+class LocalExecutor:
+    """Runs scripts on this machine with `bash -c`; the local worker's transport."""
+
+    def __init__(self, name: str = "local", cwd: str | None = None) -> None:
+        self.name = name
+        self.cwd = cwd
+
+    async def run(
+        self, script: str, stdin: bytes = b"", timeout: float | None = None
+    ) -> CommandResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                script,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.cwd,
+                env=os.environ.copy(),
+            )
+        except OSError as exc:
+            raise WorkerUnreachable(self.name, f"cannot start bash: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise WorkerUnreachable(self.name, f"script timed out after {timeout:g}s") from exc
+        return CommandResult(proc.returncode if proc.returncode is not None else -1, out, err)

@@ -1,0 +1,384 @@
+"""The run protocol as bash scripts: launch, check, cancel, tail and list outputs.
+
+Every script is built here from quoted parts and sent through an `Executor`, so local and
+SSH workers behave identically and a worker needs nothing but bash and coreutils. Nothing
+from a queue entry reaches a shell unquoted; the command itself travels on stdin and is
+stored byte-exact in the run directory, and secrets travel on stdin straight into the
+run's environment, never to disk.
+
+Layout on the worker::
+
+    <workspace>/.runyard/runs/<run-id>/<attempt>/   command run.sh log pid boot_id exit_code
+    <workspace>/outputs/<run-name>/                 the run's isolated output directory
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+RUNS_SUBDIR = ".runyard/runs"
+OUTPUTS_SUBDIR = "outputs"
+EXISTS_MARKER = "runyard:exists"
+
+
+def sh_path(path: str) -> str:
+    """A shell word for `path` that expands a leading `~` on the worker and quotes the rest."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def run_dir_path(workspace: str, run_id: str, attempt: int) -> str:
+    return f"{workspace.rstrip('/') or '/'}/{RUNS_SUBDIR}/{run_id}/{attempt}"
+
+
+def output_dir_path(workspace: str, run_name: str) -> str:
+    return f"{workspace.rstrip('/') or '/'}/{OUTPUTS_SUBDIR}/{run_name}"
+
+
+# Helpers shared by scripts: a boot id that works on Linux and macOS, and a detacher that
+# falls back from setsid(1) to python3 or perl when the box lacks util-linux.
+_PRELUDE = r"""
+boot_id() {
+  if [ -r /proc/sys/kernel/random/boot_id ]; then cat /proc/sys/kernel/random/boot_id
+  else sysctl -n kern.boottime 2>/dev/null | tr -d ' \n'; echo; fi
+}
+"""
+
+RUN_WRAPPER = r"""#!/usr/bin/env bash
+# runyard run wrapper: runs ./command detached and records its exit code atomically.
+d=$1
+wd=$2
+printf '%s\n' "$$" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
+write_exit() { printf '%s\n' "$1" > "$d/exit_code.tmp" && mv -f "$d/exit_code.tmp" "$d/exit_code"; }
+# Survive SIGTERM ourselves so the exit code is still written; the command keeps the
+# default disposition (bash resets trapped signals in children).
+trap ':' TERM INT HUP
+source "$d/env.sh"
+cd -- "$wd" || { echo "runyard: cannot cd to $wd" >&2; write_exit 126; exit 126; }
+bash "$d/command"
+write_exit $?
+"""
+
+
+def env_script(env: Mapping[str, str]) -> str:
+    """`export` lines for non-secret variables, every value quoted."""
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything the launch script needs; `secrets` never leave the stdin payload."""
+
+    workspace: str
+    run_id: str
+    run_name: str
+    attempt: int
+    workdir: str
+    env: Mapping[str, str]
+    secrets: Mapping[str, str]
+    command: str
+    detach: str = "setsid"  # or "tmux"
+
+
+def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
+    """The launch script and its stdin payload (command NUL secret-assignments NUL...)."""
+    run_dir = run_dir_path(req.workspace, req.run_id, req.attempt)
+    out_dir = output_dir_path(req.workspace, req.run_name)
+    base_env = {
+        "RUNYARD_RUN_ID": req.run_id,
+        "RUNYARD_RUN_NAME": req.run_name,
+        "RUNYARD_ATTEMPT": str(req.attempt),
+    }
+    session = f"runyard-{req.run_id}-{req.attempt}"
+    if req.detach == "tmux":
+        start = (
+            f'tmux new-session -d -s {shlex.quote(session)} '
+            '"bash $(printf %q "$d/run.sh") $(printf %q "$d") $(printf %q "$wd") '
+            '</dev/null >>$(printf %q "$d/log") 2>&1"'
+        )
+    else:
+        start = 'detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1 &'
+    script = _PRELUDE + f"""
+set -u
+umask 077
+d={sh_path(run_dir)}
+out={sh_path(out_dir)}
+wd={sh_path(req.workdir)}
+mkdir -p "$(dirname "$d")" || exit 3
+mkdir "$d" 2>/dev/null || {{ echo {EXISTS_MARKER}; exit 17; }}
+umask 022
+mkdir -p "$out" || exit 3
+IFS= read -r -d '' cmd || true
+printf '%s' "$cmd" > "$d/command"
+while IFS= read -r -d '' assignment; do export "$assignment"; done
+printf '%s' {shlex.quote(env_script(base_env) + env_script(req.env))} > "$d/env.sh"
+printf 'export RUNYARD_OUTPUT_DIR=%q\n' "$out" >> "$d/env.sh"
+printf '%s' {shlex.quote(RUN_WRAPPER)} > "$d/run.sh"
+boot_id > "$d/boot_id"
+date -u +%Y-%m-%dT%H:%M:%SZ > "$d/started_at"
+detach() {{
+  if command -v setsid >/dev/null 2>&1; then exec setsid "$@"
+  elif command -v python3 >/dev/null 2>&1; then
+    exec python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+  else exec nohup "$@"; fi
+}}
+{start}
+for _ in $(seq 1 200); do [ -s "$d/pid" ] && break; sleep 0.01; done
+printf 'run_dir=%s\\npid=%s\\nboot_id=%s\\n' "$d" "$(cat "$d/pid" 2>/dev/null)" "$(cat "$d/boot_id")"
+"""
+    payload = req.command.encode("utf-8") + b"\0"
+    for key, value in req.secrets.items():
+        payload += f"{key}={value}".encode() + b"\0"
+    return script, payload
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    already_exists: bool
+    run_dir: str | None = None
+    pid: int | None = None
+    boot_id: str | None = None
+
+
+def parse_launch(stdout: bytes) -> LaunchResult:
+    text = stdout.decode("utf-8", "replace")
+    if EXISTS_MARKER in text:
+        return LaunchResult(already_exists=True)
+    fields = _key_values(text.splitlines())
+    pid = fields.get("pid", "")
+    return LaunchResult(
+        already_exists=False,
+        run_dir=fields.get("run_dir"),
+        pid=int(pid) if pid.isdigit() else None,
+        boot_id=fields.get("boot_id") or None,
+    )
+
+
+def _key_values(lines: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+# ---------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One run attempt to inspect: where its directory is on the worker."""
+
+    key: str
+    run_dir: str
+    tail_bytes: int = 4096
+
+
+@dataclass(frozen=True)
+class RunProbe:
+    """What the worker says about one run attempt."""
+
+    key: str
+    dir_exists: bool
+    pid: int | None
+    alive: bool
+    boot_id: str | None
+    exit_code: int | None
+    log_size: int
+    log_age_s: float | None
+    log_tail: bytes
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    current_boot_id: str | None
+    runs: dict[str, RunProbe]
+
+
+def build_check(targets: Sequence[ProbeTarget]) -> str:
+    """One script that reports on every target, so a worker costs one round trip per tick."""
+    parts = [
+        _PRELUDE,
+        "now=$(date +%s)\n",
+        'printf \'@@host boot_id=%s now=%s\\n\' "$(boot_id)" "$now"\n',
+        r"""probe() {
+  key=$1 d=$2 n=$3
+  printf '@@run %s\n' "$key"
+  if [ ! -d "$d" ]; then echo 'dir=0'; return; fi
+  echo 'dir=1'
+  pid=$(head -n 1 "$d/pid" 2>/dev/null)
+  alive=0
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    case "$(ps -o args= -p "$pid" 2>/dev/null)" in *"$d/run.sh"*) alive=1 ;; esac
+  fi
+  printf 'pid=%s\nalive=%s\nboot_id=%s\nexit_code=%s\n' "$pid" "$alive" \
+    "$(cat "$d/boot_id" 2>/dev/null)" "$(head -n 1 "$d/exit_code" 2>/dev/null)"
+  if [ -f "$d/log" ]; then
+    size=$(wc -c < "$d/log" | tr -d ' ')
+    mtime=$(stat -c %Y "$d/log" 2>/dev/null || stat -f %m "$d/log" 2>/dev/null || echo "$now")
+    printf 'log_size=%s\nlog_age=%s\n' "$size" "$((now - mtime))"
+    printf 'tail='; tail -c "$n" "$d/log" | base64 | tr -d '\n'; echo
+  fi
+}
+""",
+    ]
+    for target in targets:
+        parts.append(
+            f"probe {shlex.quote(target.key)} {sh_path(target.run_dir)} {int(target.tail_bytes)}\n"
+        )
+    return "".join(parts)
+
+
+def parse_check(stdout: bytes) -> CheckReport:
+    current_boot: str | None = None
+    runs: dict[str, RunProbe] = {}
+    key: str | None = None
+    fields: dict[str, str] = {}
+
+    def flush() -> None:
+        if key is None:
+            return
+        pid = fields.get("pid", "")
+        code = fields.get("exit_code", "")
+        size = fields.get("log_size", "")
+        age = fields.get("log_age", "")
+        runs[key] = RunProbe(
+            key=key,
+            dir_exists=fields.get("dir") == "1",
+            pid=int(pid) if pid.isdigit() else None,
+            alive=fields.get("alive") == "1",
+            boot_id=fields.get("boot_id") or None,
+            exit_code=int(code) if code.lstrip("-").isdigit() else None,
+            log_size=int(size) if size.isdigit() else 0,
+            log_age_s=float(age) if age.lstrip("-").isdigit() else None,
+            log_tail=base64.b64decode(fields.get("tail", "")) if fields.get("tail") else b"",
+        )
+
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("@@host "):
+            host = _key_values(line[len("@@host ") :].split(" "))
+            current_boot = host.get("boot_id") or None
+        elif line.startswith("@@run "):
+            flush()
+            key = line[len("@@run ") :]
+            fields = {}
+        else:
+            name, sep, value = line.partition("=")
+            if sep:
+                fields[name] = value
+    flush()
+    return CheckReport(current_boot_id=current_boot, runs=runs)
+
+
+# ---------------------------------------------------------------- cancel, logs
+
+
+def build_cancel(run_dir: str, grace_seconds: float) -> str:
+    """TERM the run's whole process group, then KILL what is left after the grace period."""
+    steps = max(1, int(grace_seconds * 10))
+    return f"""
+d={sh_path(run_dir)}
+pid=$(head -n 1 "$d/pid" 2>/dev/null)
+[ -n "$pid" ] || {{ echo 'cancel=nopid'; exit 0; }}
+case "$(ps -o args= -p "$pid" 2>/dev/null)" in *"$d/run.sh"*) ;; *) echo 'cancel=gone'; exit 0 ;; esac
+pgid=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')
+[ -n "$pgid" ] || pgid=$pid
+kill -TERM -- "-$pgid" 2>/dev/null
+for _ in $(seq 1 {steps}); do
+  kill -0 -- "-$pgid" 2>/dev/null || {{ echo 'cancel=term'; exit 0; }}
+  sleep 0.1
+done
+kill -KILL -- "-$pgid" 2>/dev/null
+echo 'cancel=kill'
+"""
+
+
+def build_log_tail(run_dir: str, lines: int | None = None, offset: int | None = None) -> str:
+    """Print the last `lines` lines of the log, or everything after byte `offset`."""
+    log = sh_path(run_dir) + "/log"
+    if offset is not None:
+        return f"[ -f {log} ] && tail -c +{int(offset) + 1} {log}; true"
+    if lines is None:
+        return f"[ -f {log} ] && cat {log}; true"
+    return f"[ -f {log} ] && tail -n {int(lines)} {log}; true"
+
+
+def build_log_snapshot(run_dir: str, lines: int | None) -> str:
+    """The log's size on one line, then its last `lines` lines up to exactly that size.
+
+    Following a log starts here: the size is the offset of the next read, so no byte is
+    shown twice or skipped however fast the run writes.
+    """
+    log = sh_path(run_dir) + "/log"
+    last = f" | tail -n {int(lines)}" if lines is not None else ""
+    return (
+        f"if [ -f {log} ]; then size=$(wc -c < {log} | tr -d ' '); echo \"$size\"; "
+        f"head -c \"$size\" {log}{last}; else echo 0; fi"
+    )
+
+
+def parse_log_snapshot(stdout: bytes) -> tuple[int, bytes]:
+    first, _, rest = stdout.partition(b"\n")
+    return (int(first) if first.strip().isdigit() else 0), rest
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An output file on the worker: absolute path, path inside the result, size, sha256."""
+
+    path: str
+    relative: str
+    size: int
+    sha256: str
+
+
+def build_list_outputs(output_dir: str, workdir: str, globs: Sequence[str], run_dir: str) -> str:
+    """List the run's output dir, its glob matches and its log, NUL-separated with sha256."""
+    quoted_globs = " ".join(_glob_word(g) for g in globs)
+    return f"""
+shopt -s globstar nullglob dotglob
+if command -v sha256sum >/dev/null 2>&1; then hash() {{ sha256sum "$1" | cut -d' ' -f1; }}
+else hash() {{ shasum -a 256 "$1" | cut -d' ' -f1; }}; fi
+emit() {{ printf '%s\\0%s\\0%s\\0%s\\0' "$1" "$2" "$(wc -c < "$1" | tr -d ' ')" "$(hash "$1")"; }}
+out={sh_path(output_dir)}
+wd={sh_path(workdir)}
+d={sh_path(run_dir)}
+[ -f "$d/log" ] && emit "$d/log" "log"
+if [ -d "$out" ]; then
+  cd "$out" && for f in **; do [ -f "$f" ] && [ ! -L "$f" ] && emit "$out/$f" "outputs/$f"; done
+fi
+cd -- "$wd" 2>/dev/null || exit 0
+for f in {quoted_globs}; do
+  [ -f "$f" ] || continue
+  case "$f" in /*) emit "$f" "files$f" ;; *) emit "$wd/$f" "files/$f" ;; esac
+done
+true
+"""
+
+
+def _glob_word(pattern: str) -> str:
+    """Quote a glob so only `*`, `?` and `[...]` stay special to the shell."""
+    return "".join(char if char in "*?[]" else shlex.quote(char) for char in pattern) or "''"
+
+
+def parse_list_outputs(stdout: bytes) -> list[RemoteFile]:
+    fields = stdout.split(b"\0")
+    files: list[RemoteFile] = []
+    seen: set[str] = set()
+    for i in range(0, len(fields) - 3, 4):
+        path, relative, size, digest = (f.decode("utf-8", "surrogateescape") for f in fields[i : i + 4])
+        if path in seen or not size.isdigit():
+            continue
+        seen.add(path)
+        files.append(RemoteFile(path=path, relative=relative, size=int(size), sha256=digest))
+    return files

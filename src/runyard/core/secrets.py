@@ -1,0 +1,74 @@
+"""`${secret:NAME}` references in a run's env, resolved at launch and never stored.
+
+Values come from the operator's environment, else `~/.env` (KEY=VALUE lines). They are
+sent to the worker on the launch channel's stdin and redacted from anything printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from runyard.core.errors import InputError
+
+SECRET_REF = re.compile(r"^\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a dotenv file; `export ` prefixes and simple quotes allowed."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (FileNotFoundError, PermissionError, UnicodeDecodeError):
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ")
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def split_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Plain variables and secret references (variable -> secret name)."""
+    plain: dict[str, str] = {}
+    refs: dict[str, str] = {}
+    for key, value in env.items():
+        match = SECRET_REF.match(value)
+        if match:
+            refs[key] = match.group(1)
+        else:
+            plain[key] = value
+    return plain, refs
+
+
+def resolve_secrets(refs: Mapping[str, str], dotenv: Path | None = None) -> dict[str, str]:
+    """Each variable's secret value; a missing secret is the operator's input error."""
+    file_values: dict[str, str] | None = None
+    resolved: dict[str, str] = {}
+    for variable, secret in refs.items():
+        value = os.environ.get(secret)
+        if value is None:
+            if file_values is None:
+                file_values = read_dotenv(dotenv or Path.home() / ".env")
+            value = file_values.get(secret)
+        if value is None:
+            raise InputError(f"secret {secret!r} (for {variable}) is not in the environment or ~/.env")
+        resolved[variable] = value
+    return resolved
+
+
+def redact(text: str, secrets: Mapping[str, str]) -> str:
+    for value in sorted(secrets.values(), key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text

@@ -1,0 +1,174 @@
+"""Reading workspace files with line-accurate errors.
+
+YAML goes through ruamel.yaml's round-trip loader, which keeps comments and key order for
+tool edits and knows the line of every key. JSON has no positions in the stdlib, so a
+small scanner finds the line of a field only when an error must be reported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runyard.core.errors import FileFormatError
+from runyard.core.models import FieldError
+from runyard.core.store.atomic import atomic_write_text
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(path, f"is not UTF-8 text ({exc.reason})") from None
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML  # lazy: importing ruamel costs ~40 ms
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file round-trip; a syntax error names the file and line."""
+    text = read_text(path)
+    from ruamel.yaml.error import MarkedYAMLError
+
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise FileFormatError(path, f"invalid YAML: {problem}", line=line) from None
+    except Exception as exc:  # ruamel raises a few unmarked errors on odd input
+        raise FileFormatError(path, f"invalid YAML: {exc}") from None
+
+
+def dump_yaml(data: Any) -> str:
+    stream = io.StringIO()
+    _yaml().dump(data, stream)
+    return stream.getvalue()
+
+
+def save_yaml(path: Path, data: Any) -> None:
+    atomic_write_text(path, dump_yaml(data))
+
+
+def yaml_line(root: Any, field_path: Sequence[str | int]) -> int | None:
+    """The 1-based line of the deepest existing node on `field_path` in a round-trip tree."""
+    node = root
+    line: int | None = None
+    for key in field_path:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None:
+                if isinstance(key, int):
+                    line = lc.item(key)[0] + 1
+                else:
+                    line = lc.key(key)[0] + 1
+            node = node[key]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    if line is None and getattr(root, "lc", None) is not None:
+        line = root.lc.line + 1
+    return line
+
+
+def yaml_field_error(path: Path, root: Any, error: FieldError) -> FileFormatError:
+    return FileFormatError(
+        path, error.message, line=yaml_line(root, error.path), field=_dotted(error.path)
+    )
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; a syntax error (a truncated file, say) names the line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FileFormatError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+
+
+def json_field_error(path: Path, text: str, error: FieldError) -> FileFormatError:
+    return FileFormatError(
+        path, error.message, line=json_line(text, error.path), field=_dotted(error.path)
+    )
+
+
+def _dotted(field_path: Sequence[str | int]) -> str:
+    out = ""
+    for part in field_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# ---------------------------------------------------------------- JSON positions
+
+
+class _JsonScanner:
+    """Walks JSON text to the start offset of the value at a path (error path only)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.decoder = json.JSONDecoder()
+
+    def skip_ws(self, pos: int) -> int:
+        while pos < len(self.text) and self.text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    def skip_value(self, pos: int) -> int:
+        _, end = self.decoder.raw_decode(self.text, pos)
+        return int(end)
+
+    def find(self, field_path: Sequence[str | int]) -> int:
+        pos = self.skip_ws(0)
+        best = pos
+        for key in field_path:
+            found = self._child(pos, key)
+            if found is None:
+                return best
+            pos = best = found
+        return best
+
+    def _child(self, pos: int, key: str | int) -> int | None:
+        text = self.text
+        if pos >= len(text):
+            return None
+        if isinstance(key, int) and text[pos] == "[":
+            pos = self.skip_ws(pos + 1)
+            for _ in range(key):
+                pos = self.skip_ws(self.skip_value(pos))
+                if pos >= len(text) or text[pos] != ",":
+                    return None
+                pos = self.skip_ws(pos + 1)
+            return pos
+        if isinstance(key, str) and text[pos] == "{":
+            pos = self.skip_ws(pos + 1)
+            while pos < len(text) and text[pos] == '"':
+                name, pos = json.decoder.scanstring(text, pos + 1)
+                pos = self.skip_ws(pos)
+                pos = self.skip_ws(pos + 1)  # the colon
+                if name == key:
+                    return pos
+                pos = self.skip_ws(self.skip_value(pos))
+                if pos < len(text) and text[pos] == ",":
+                    pos = self.skip_ws(pos + 1)
+            return None
+        return None
+
+
+def json_line(text: str, field_path: Sequence[str | int]) -> int | None:
+    """The 1-based line where the value at `field_path` starts (or its nearest parent)."""
+    try:
+        offset = _JsonScanner(text).find(field_path)
+    except (json.JSONDecodeError, ValueError, IndexError):
+        return None
+    return text.count("\n", 0, offset) + 1

@@ -1,0 +1,91 @@
+"""`WorkspaceStore`: every read and write of a workspace's files goes through here.
+
+Reads need no lock (writers replace files atomically). Read-modify-write sequences run
+inside `queue_transaction()` or `edit_workers()`, which hold the workspace lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from runyard.core.models import FieldError, Run, Worker
+from runyard.core.settings import Settings, parse_settings
+from runyard.core.store.documents import load_yaml, yaml_field_error
+from runyard.core.store.events import EventLog
+from runyard.core.store.lock import WorkspaceLock
+from runyard.core.store.queue_file import dump_queue, load_queue, save_queue
+from runyard.core.store.workers_file import edit_workers, load_workers
+from runyard.core.workspace import Workspace
+
+
+class WorkspaceStore:
+    """Typed access to one workspace's settings, workers, queue and events."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.lock = WorkspaceLock(workspace.lock_path)
+        self.events = EventLog(workspace.events_path)
+        self.warnings: list[str] = []
+        self._settings: Settings | None = None
+
+    # ------------------------------------------------------------ settings
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            path = self.workspace.settings_path
+            doc = load_yaml(path) if path.exists() else None
+            try:
+                self._settings = parse_settings(doc, self._settings_warnings())
+            except FieldError as exc:
+                raise yaml_field_error(path, doc, exc) from None
+        return self._settings
+
+    def _settings_warnings(self) -> list[str]:
+        return _PrefixedList(self.warnings, f"{self.workspace.settings_path}: ")
+
+    # ------------------------------------------------------------ workers
+
+    def workers(self) -> list[Worker]:
+        return load_workers(self.workspace.workers_path, self.warnings)
+
+    def worker(self, name: str) -> Worker:
+        from runyard.core.errors import InputError
+
+        for worker in self.workers():
+            if worker.worker_id == name:
+                return worker
+        raise InputError(f"no worker named {name!r} in {self.workspace.workers_path}")
+
+    def edit_workers(self, edit: Callable[[Any], None], event: str, **fields: Any) -> None:
+        with self.lock:
+            edit_workers(self.workspace.workers_path, edit)
+            self.events.append(event, **fields)
+
+    # ------------------------------------------------------------ queue
+
+    def runs(self) -> list[Run]:
+        return load_queue(self.workspace.queue_path)
+
+    @contextmanager
+    def queue_transaction(self) -> Iterator[list[Run]]:
+        """Lock, load the queue, let the caller mutate the list, save if anything changed."""
+        with self.lock:
+            runs = load_queue(self.workspace.queue_path)
+            before = dump_queue(runs)
+            yield runs
+            if dump_queue(runs) != before:
+                save_queue(self.workspace.queue_path, runs)
+
+
+class _PrefixedList(list[str]):
+    """A list view that prefixes what is appended and forwards it to a target list."""
+
+    def __init__(self, target: list[str], prefix: str) -> None:
+        super().__init__()
+        self.target = target
+        self.prefix = prefix
+
+    def append(self, item: str) -> None:
+        self.target.append(self.prefix + item)
