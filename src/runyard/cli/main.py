@@ -24,8 +24,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="runyard", description="One console over every training run on every kind of compute.")
-    parser.add_argument("--workspace", "-W", metavar="DIR", help="workspace folder (default: $RUNYARD_WORKSPACE or the nearest parent with runyard.yaml)")
+    parser = _Parser(
+        prog="runyard", description="One console over every training run on every kind of compute."
+    )
+    parser.add_argument(
+        "--workspace",
+        "-W",
+        metavar="DIR",
+        help="workspace folder (default: $RUNYARD_WORKSPACE or the nearest parent with runyard.yaml)",
+    )
     sub = parser.add_subparsers(dest="verb", parser_class=_Parser)
 
     p = sub.add_parser("console", help="open the console (the default verb)")
@@ -35,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=".")
     p.set_defaults(handler=verbs.init)
 
-    worker = sub.add_parser("worker", help="register and inspect workers").add_subparsers(dest="worker_verb", required=True, parser_class=_Parser)
+    worker = sub.add_parser("worker", help="register and inspect workers").add_subparsers(
+        dest="worker_verb", required=True, parser_class=_Parser
+    )
     p = worker.add_parser("add", help="register a worker in workers.yaml")
     p.add_argument("name")
     where = p.add_mutually_exclusive_group(required=True)
@@ -45,13 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user")
     p.add_argument("--key", help="private key file")
     p.add_argument("--pool", default=None, help="worker pool (default: the settings' default_pool)")
-    p.add_argument("--workspace", dest="worker_workspace", metavar="DIR", help="runyard's folder on the worker")
+    p.add_argument(
+        "--workspace", dest="worker_workspace", metavar="DIR", help="runyard's folder on the worker"
+    )
     p.add_argument("--gpus", type=int, default=0)
     p.add_argument("--slots", type=int, default=1, help="runs at once (default 1)")
     p.add_argument("--notes", default="")
     p.set_defaults(handler=verbs.worker_add)
-    for name, handler, text in (("list", verbs.worker_list, "list workers from workers.yaml"),
-                                ("status", verbs.worker_status, "probe workers: reachability, GPUs, disk")):
+    for name, handler, text in (
+        ("list", verbs.worker_list, "list workers from workers.yaml"),
+        ("status", verbs.worker_status, "probe workers: reachability, GPUs, disk"),
+    ):
         p = worker.add_parser(name, help=text)
         p.add_argument("--pool")
         p.add_argument("--json", action="store_true")
@@ -60,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(handler=verbs.worker_remove)
 
-    run = sub.add_parser("run", help="add, list and control runs").add_subparsers(dest="run_verb", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="add, list and control runs").add_subparsers(
+        dest="run_verb", required=True, parser_class=_Parser
+    )
     p = run.add_parser("add", help="queue a run")
     p.add_argument("--command", "-c", required=True)
     p.add_argument("--name")
@@ -72,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir")
     p.add_argument("--outputs", action="append", default=[], metavar="GLOB")
     p.add_argument("--metrics-regex", help="regex with named groups, e.g. 'loss=(?P<loss>[0-9.]+)'")
-    p.add_argument("--verify", dest="verify_command", metavar="CMD", help="command run in results/<id>/ after a pull; exit 0 = verified")
+    p.add_argument(
+        "--verify",
+        dest="verify_command",
+        metavar="CMD",
+        help="command run in results/<id>/ after a pull; exit 0 = verified",
+    )
     p.set_defaults(handler=verbs.run_add)
     p = run.add_parser("list", help="list runs")
     p.add_argument("--status")
@@ -83,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=verbs.run_show)
-    for name, handler, text in (("cancel", verbs.run_cancel, "cancel a run (kills its process group)"),
-                                ("retry", verbs.run_retry, "requeue a finished run as a new attempt")):
+    for name, handler, text in (
+        ("cancel", verbs.run_cancel, "cancel a run (kills its process group)"),
+        ("retry", verbs.run_retry, "requeue a finished run as a new attempt"),
+    ):
         p = run.add_parser(name, help=text)
         p.add_argument("id")
         p.set_defaults(handler=handler)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +12,6 @@ from runyard.cli.output import format_metrics, print_json, print_table, warn
 
 if TYPE_CHECKING:
     from runyard.core.fleet.transports import Fleet
-    from runyard.core.models import Run
     from runyard.core.store.workspace_store import WorkspaceStore
 
 T = TypeVar("T")
@@ -34,6 +32,8 @@ def flush_warnings(store: WorkspaceStore) -> None:
 
 def with_fleet(store: WorkspaceStore, body: Callable[[Fleet], Awaitable[T]]) -> T:
     """Run an async core call with a fleet that is closed afterwards."""
+    import asyncio  # lazy: file-only verbs never pay for the event loop's import
+
     from runyard.core.fleet.transports import Fleet
 
     async def main() -> T:
@@ -75,8 +75,8 @@ def init(args: argparse.Namespace) -> int:
 
 
 def worker_add(args: argparse.Namespace) -> int:
-    from runyard.core.workers import add_worker
     from runyard.core.models import SSHSettings, Worker
+    from runyard.core.workers import add_worker
 
     store = open_store(args)
     pool = args.pool or store.settings().default_pool
@@ -106,7 +106,17 @@ def worker_list(args: argparse.Namespace) -> int:
     rows = []
     for w in workers:
         where = "local" if w.is_local else _ssh_target(w)
-        rows.append([w.worker_id, w.kind, w.worker_pool, "yes" if w.enabled else "no", where, w.slots, w.resources.gpu])
+        rows.append(
+            [
+                w.worker_id,
+                w.kind,
+                w.worker_pool,
+                "yes" if w.enabled else "no",
+                where,
+                w.slots,
+                w.resources.gpu,
+            ]
+        )
     print_table(["NAME", "KIND", "POOL", "ENABLED", "ADDRESS", "SLOTS", "GPUS"], rows)
     return 0
 
@@ -122,7 +132,11 @@ def worker_status(args: argparse.Namespace) -> int:
     from runyard.core.telemetry_service import fleet_status
 
     store = open_store(args)
-    workers = [w for w in store.workers() if w.enabled and (args.pool is None or w.worker_pool == args.pool)]
+    workers = [
+        w
+        for w in store.workers()
+        if w.enabled and (args.pool is None or w.worker_pool == args.pool)
+    ]
     statuses = with_fleet(store, lambda fleet: fleet_status(store, fleet, workers))
     flush_warnings(store)
     if args.json:
@@ -131,17 +145,22 @@ def worker_status(args: argparse.Namespace) -> int:
     rows = []
     for s in statuses:
         gpus = s.get("gpus") or []
-        gpu_text = " ".join(
-            f"{g['util_pct'] if g['util_pct'] is not None else '?'}%" for g in gpus
-        ) or "-"
+        gpu_text = (
+            " ".join(f"{g['util_pct'] if g['util_pct'] is not None else '?'}%" for g in gpus) or "-"
+        )
         disk = s.get("disk") or {}
-        rows.append([
-            s["name"], "yes" if s["reachable"] else "NO",
-            f"{s['latency_ms']:.0f}ms" if s.get("latency_ms") is not None else "-",
-            gpu_text,
-            f"{disk.get('used_pct', '?')}% / {disk.get('inodes_used_pct', '?')}%" if disk else "-",
-            s.get("error") or "",
-        ])
+        rows.append(
+            [
+                s["name"],
+                "yes" if s["reachable"] else "NO",
+                f"{s['latency_ms']:.0f}ms" if s.get("latency_ms") is not None else "-",
+                gpu_text,
+                f"{disk.get('used_pct', '?')}% / {disk.get('inodes_used_pct', '?')}%"
+                if disk
+                else "-",
+                s.get("error") or "",
+            ]
+        )
     print_table(["NAME", "UP", "LATENCY", "GPU UTIL", "DISK / INODES", "ERROR"], rows)
     return 0 if all(s["reachable"] for s in statuses) else 1
 
@@ -181,8 +200,23 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
-LIST_FIELDS = ("id", "name", "status", "worker", "exit_code", "attempts", "metrics", "project",
-               "priority", "pool", "command", "created_at", "started_at", "ended_at", "error")
+LIST_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "worker",
+    "exit_code",
+    "attempts",
+    "metrics",
+    "project",
+    "priority",
+    "pool",
+    "command",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "error",
+)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -193,20 +227,36 @@ def run_list(args: argparse.Namespace) -> int:
     if args.status is not None and args.status not in {s.value for s in RunStatus}:
         from runyard.core.errors import InputError
 
-        raise InputError(f"--status {args.status!r}: one of {', '.join(s.value for s in RunStatus)}")
+        raise InputError(
+            f"--status {args.status!r}: one of {', '.join(s.value for s in RunStatus)}"
+        )
     path = store.workspace.queue_path
     runs = parse_queue(path, load_queue_raw(path))
-    runs = [r for r in runs if (args.status is None or r.status.value == args.status)
-            and (args.project is None or r.project == args.project)]
+    runs = [
+        r
+        for r in runs
+        if (args.status is None or r.status.value == args.status)
+        and (args.project is None or r.project == args.project)
+    ]
     if args.json:
         import json
 
         sys.stdout.write(json.dumps([{k: r.__dict__[k] for k in LIST_FIELDS} for r in runs]))
         sys.stdout.write("\n")
         return 0
-    rows = [[r.id, r.name, r.status.value, r.worker or r.pinned_worker or (r.pool and f"pool:{r.pool}") or "",
-             "" if r.exit_code is None else r.exit_code, r.attempts, r.priority, format_metrics(r.metrics)]
-            for r in runs]
+    rows = [
+        [
+            r.id,
+            r.name,
+            r.status.value,
+            r.worker or r.pinned_worker or (r.pool and f"pool:{r.pool}") or "",
+            "" if r.exit_code is None else r.exit_code,
+            r.attempts,
+            r.priority,
+            format_metrics(r.metrics),
+        ]
+        for r in runs
+    ]
     print_table(["ID", "NAME", "STATUS", "WORKER", "EXIT", "TRIES", "PRIO", "METRICS"], rows)
     return 0
 
@@ -231,8 +281,12 @@ def run_cancel(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     outcome = with_fleet(store, lambda fleet: cancel_run(store, fleet, args.id))
-    how = {"term": "stopped with SIGTERM", "kill": "killed with SIGKILL after the grace period",
-           "gone": "its process had already ended", "nopid": "it had not started"}.get(outcome.signal or "", "")
+    how = {
+        "term": "stopped with SIGTERM",
+        "kill": "killed with SIGKILL after the grace period",
+        "gone": "its process had already ended",
+        "nopid": "it had not started",
+    }.get(outcome.signal or "", "")
     print(f"cancelled {outcome.run.name} {outcome.run.id}" + (f" ({how})" if how else ""))
     return 0
 
@@ -256,8 +310,20 @@ def dispatch(args: argparse.Namespace) -> int:
     outcomes = with_fleet(store, lambda fleet: core_dispatch(store, fleet, args.pool, args.dry_run))
     flush_warnings(store)
     if args.json:
-        print_json([{"id": o.run_id, "name": o.run_name, "worker": o.worker, "ok": o.ok, "pid": o.pid,
-                     "error": o.error, "dry_run": args.dry_run} for o in outcomes])
+        print_json(
+            [
+                {
+                    "id": o.run_id,
+                    "name": o.run_name,
+                    "worker": o.worker,
+                    "ok": o.ok,
+                    "pid": o.pid,
+                    "error": o.error,
+                    "dry_run": args.dry_run,
+                }
+                for o in outcomes
+            ]
+        )
     else:
         verb = "would dispatch" if args.dry_run else "dispatched"
         for o in outcomes:
@@ -267,7 +333,11 @@ def dispatch(args: argparse.Namespace) -> int:
             else:
                 print(f"FAILED {o.run_id} {o.run_name} -> {o.worker}: {o.error}", file=sys.stderr)
         ok = sum(1 for o in outcomes if o.ok)
-        print(f"{ok}/{len(outcomes)} {verb}" if outcomes else "nothing to dispatch (no pending run fits a free worker)")
+        print(
+            f"{ok}/{len(outcomes)} {verb}"
+            if outcomes
+            else "nothing to dispatch (no pending run fits a free worker)"
+        )
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -278,15 +348,32 @@ def check(args: argparse.Namespace) -> int:
     results = with_fleet(store, lambda fleet: core_check(store, fleet))
     flush_warnings(store)
     if args.json:
-        print_json([{"id": c.run_id, "name": c.name, "worker": c.worker, "old": c.old.value,
-                     "status": c.new.value, "pid": c.pid, "exit_code": c.exit_code, "metrics": c.metrics,
-                     "last_line": c.last_line, "reason": c.reason, "error": c.error} for c in results])
+        print_json(
+            [
+                {
+                    "id": c.run_id,
+                    "name": c.name,
+                    "worker": c.worker,
+                    "old": c.old.value,
+                    "status": c.new.value,
+                    "pid": c.pid,
+                    "exit_code": c.exit_code,
+                    "metrics": c.metrics,
+                    "last_line": c.last_line,
+                    "reason": c.reason,
+                    "error": c.error,
+                }
+                for c in results
+            ]
+        )
         return 0 if not any(c.error for c in results) else 1
     for c in results:
         if c.error:
             print(f"{c.run_id}: {c.new.value:<9} ERROR {c.error}")
             continue
-        detail = f"exit={c.exit_code}" if c.exit_code is not None else (f"pid={c.pid}" if c.pid else "")
+        detail = (
+            f"exit={c.exit_code}" if c.exit_code is not None else (f"pid={c.pid}" if c.pid else "")
+        )
         change = f" (was {c.old.value})" if c.old != c.new else ""
         why = f" [{c.reason}]" if c.reason and c.new.value in ("lost", "pending") else ""
         line = f"  | {c.last_line}" if c.last_line else ""
@@ -306,7 +393,9 @@ def logs(args: argparse.Namespace) -> int:
         return 0
 
     async def follow(fleet: Fleet) -> None:
-        async for chunk in follow_log(store, fleet, args.id, args.lines if args.lines is not None else 10):
+        async for chunk in follow_log(
+            store, fleet, args.id, args.lines if args.lines is not None else 10
+        ):
             out.write(chunk)
             out.flush()
 
@@ -323,8 +412,11 @@ def pull(args: argparse.Namespace) -> int:
     if args.all == (args.id is not None):
         raise InputError("give one run id or --all")
     if args.all:
-        refs = [r.id for r in store.runs() if r.status in FINISHED_STATES and r.run_dir
-                and not (r.pull and r.pull.verified)]
+        refs = [
+            r.id
+            for r in store.runs()
+            if r.status in FINISHED_STATES and r.run_dir and not (r.pull and r.pull.verified)
+        ]
     else:
         refs = [args.id]
 
@@ -333,19 +425,30 @@ def pull(args: argparse.Namespace) -> int:
 
     outcomes = with_fleet(store, pull_all)
     if args.json:
-        print_json([{"id": o.run.id, "name": o.run.name, "directory": str(o.directory), "verified": o.verified,
-                     "files": len(o.files), "bytes": sum(f.size for f in o.files), "problems": o.problems}
-                    for o in outcomes])
+        print_json(
+            [
+                {
+                    "id": o.run.id,
+                    "name": o.run.name,
+                    "directory": str(o.directory),
+                    "verified": o.verified,
+                    "files": len(o.files),
+                    "bytes": sum(f.size for f in o.files),
+                    "problems": o.problems,
+                }
+                for o in outcomes
+            ]
+        )
     else:
         for o in outcomes:
             state = "verified" if o.verified else "NOT VERIFIED"
             size = sum(f.size for f in o.files)
-            print(f"pulled {o.run.id} {o.run.name}: {len(o.files)} files, {size} bytes -> "
-                  f"{o.directory.relative_to(store.workspace.root)}  {state}")
+            print(
+                f"pulled {o.run.id} {o.run.name}: {len(o.files)} files, {size} bytes -> "
+                f"{o.directory.relative_to(store.workspace.root)}  {state}"
+            )
             for problem in o.problems:
                 print(f"  ! {problem}")
         if not outcomes:
             print("nothing to pull")
     return 0 if all(o.verified for o in outcomes) else 1
-
-

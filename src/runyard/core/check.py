@@ -7,6 +7,7 @@ otherwise lost (rebooted or killed), which the retry policy may requeue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,24 +96,37 @@ async def _probe_worker(
 async def check(store: WorkspaceStore, fleet: Fleet) -> list[RunCheck]:
     settings = store.settings()
     workers = {w.worker_id: w for w in store.workers()}
-    active = [run for run in store.runs() if run.is_active]
+    active = store.active_runs()
     by_worker: dict[str, list[Run]] = {}
     results: list[RunCheck] = []
     for run in active:
         if run.worker in workers and run.run_dir:
             by_worker.setdefault(run.worker, []).append(run)
         else:
-            results.append(RunCheck(run.id, run.name, run.worker, run.status, run.status,
-                                    error=f"worker {run.worker!r} is not in workers.yaml"))
+            results.append(
+                RunCheck(
+                    run.id,
+                    run.name,
+                    run.worker,
+                    run.status,
+                    run.status,
+                    error=f"worker {run.worker!r} is not in workers.yaml",
+                )
+            )
     names = list(by_worker)
     reports = await asyncio.gather(
-        *(_probe_worker(fleet, workers[n], by_worker[n], settings.ssh.command_timeout) for n in names)
+        *(
+            _probe_worker(fleet, workers[n], by_worker[n], settings.ssh.command_timeout)
+            for n in names
+        )
     )
     observed: dict[str, tuple[RunProbe, str | None]] = {}
     for name, report in zip(names, reports, strict=True):
         for run in by_worker[name]:
             if isinstance(report, RunyardError):
-                results.append(RunCheck(run.id, run.name, name, run.status, run.status, error=str(report)))
+                results.append(
+                    RunCheck(run.id, run.name, name, run.status, run.status, error=str(report))
+                )
             elif run.id in report.runs:
                 observed[run.id] = (report.runs[run.id], report.current_boot_id)
 
@@ -129,15 +143,14 @@ async def check(store: WorkspaceStore, fleet: Fleet) -> list[RunCheck]:
     return results
 
 
-def _apply(store: WorkspaceStore, run: Run, probe: RunProbe, current_boot: str | None,
-           retry_lost: int) -> RunCheck:
+def _apply(
+    store: WorkspaceStore, run: Run, probe: RunProbe, current_boot: str | None, retry_lost: int
+) -> RunCheck:
     old = run.status
     new, reason = judge(run, probe, current_boot)
     tail_text = probe.log_tail.decode("utf-8", "replace")
-    try:
+    with contextlib.suppress(ValueError):
         run.metrics.update(parse_metrics(tail_text, run.metrics_regex))
-    except ValueError:
-        pass
     if probe.pid is not None:
         run.pid = probe.pid
     if probe.boot_id and run.boot_id is None:
@@ -156,8 +169,16 @@ def _apply(store: WorkspaceStore, run: Run, probe: RunProbe, current_boot: str |
         archive_attempt(run)
         set_status(store, run, RunStatus.PENDING, reason="retry policy: lost run requeued")
     return RunCheck(
-        run.id, run.name, run.worker, old, run.status, pid=run.pid, exit_code=run.exit_code,
-        last_line=last_line(probe.log_tail), metrics=dict(run.metrics), reason=reason,
+        run.id,
+        run.name,
+        run.worker,
+        old,
+        run.status,
+        pid=run.pid,
+        exit_code=run.exit_code,
+        last_line=last_line(probe.log_tail),
+        metrics=dict(run.metrics),
+        reason=reason,
         log_age_s=probe.log_age_s,
     )
 

@@ -74,7 +74,9 @@ async def follow_log(
     assert run.run_dir is not None
     executor = fleet.executor(store.worker(worker_name))
     run_dir = run.run_dir
-    offset, first = parse_log_snapshot((await executor.run(build_log_snapshot(run_dir, lines))).stdout)
+    offset, first = parse_log_snapshot(
+        (await executor.run(build_log_snapshot(run_dir, lines))).stdout
+    )
     if first:
         yield first
     while True:

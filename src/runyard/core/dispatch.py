@@ -61,7 +61,9 @@ def plan_dispatch(
             candidates = by_pool.get(run_pool, [])
         best: Worker | None = None
         for worker in candidates:
-            if free[worker.worker_id] > 0 and (best is None or free[worker.worker_id] > free[best.worker_id]):
+            if free[worker.worker_id] > 0 and (
+                best is None or free[worker.worker_id] > free[best.worker_id]
+            ):
                 best = worker
         if best is None:
             continue
@@ -106,7 +108,9 @@ async def dispatch(
             run.run_dir = run_dir_path(workspace, run.id, run.attempts)
             run.dispatched_at = utc_now()
             run.error = None
-            set_status(store, run, RunStatus.DISPATCHED, worker=worker.worker_id, attempt=run.attempts)
+            set_status(
+                store, run, RunStatus.DISPATCHED, worker=worker.worker_id, attempt=run.attempts
+            )
             requests[run.id] = (
                 worker,
                 LaunchRequest(
@@ -136,8 +140,10 @@ async def dispatch(
             outcome.ok = True  # an earlier attempt of this launch got there; check resolves it
             return outcome
         if not result.ok or launched.pid is None:
-            outcome.error = (result.stderr.decode("utf-8", "replace").strip() or
-                             f"launch script exited {result.exit_status}").splitlines()[-1]
+            outcome.error = (
+                result.stderr.decode("utf-8", "replace").strip()
+                or f"launch script exited {result.exit_status}"
+            ).splitlines()[-1]
             return outcome
         outcome.ok = True
         outcome.pid = launched.pid
@@ -161,7 +167,9 @@ async def dispatch(
                 run.worker = None
                 run.run_dir = None
                 run.error = outcome.error
-                set_status(store, run, RunStatus.PENDING, reason="launch failed", error=outcome.error)
+                set_status(
+                    store, run, RunStatus.PENDING, reason="launch failed", error=outcome.error
+                )
     return list(outcomes)
 
 

@@ -12,7 +12,9 @@ import re
 from collections.abc import Iterable
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
-KEY_VALUE = re.compile(rf"(?:^|(?<=[\s|,;(\[{{]))([A-Za-z_][\w./-]*)\s*[=]\s*({_NUMBER})(?![\w.])", re.IGNORECASE)
+KEY_VALUE = re.compile(
+    rf"(?:^|(?<=[\s|,;(\[{{]))([A-Za-z_][\w./-]*)\s*[=]\s*({_NUMBER})(?![\w.])", re.IGNORECASE
+)
 EPOCH = re.compile(r"\b(epoch|step|iter(?:ation)?)\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 
 

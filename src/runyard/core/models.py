@@ -40,8 +40,14 @@ FINISHED_STATES = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.LOST, R
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.DISPATCHED, RunStatus.CANCELLED}),
     RunStatus.DISPATCHED: frozenset(
-        {RunStatus.RUNNING, RunStatus.DONE, RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED,
-         RunStatus.PENDING}
+        {
+            RunStatus.RUNNING,
+            RunStatus.DONE,
+            RunStatus.FAILED,
+            RunStatus.LOST,
+            RunStatus.CANCELLED,
+            RunStatus.PENDING,
+        }
     ),
     RunStatus.RUNNING: frozenset(
         {RunStatus.DONE, RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED}
@@ -70,8 +76,13 @@ def _get(data: Mapping[str, Any], key: str, path: tuple[str | int, ...]) -> Any:
     return data.get(key)
 
 
-def read_str(data: Mapping[str, Any], key: str, path: tuple[str | int, ...], default: str | None = None,
-             required: bool = False) -> str | None:
+def read_str(
+    data: Mapping[str, Any],
+    key: str,
+    path: tuple[str | int, ...],
+    default: str | None = None,
+    required: bool = False,
+) -> str | None:
     value = data.get(key, default)
     if value is None:
         if required:
@@ -82,8 +93,13 @@ def read_str(data: Mapping[str, Any], key: str, path: tuple[str | int, ...], def
     return str(value)
 
 
-def read_int(data: Mapping[str, Any], key: str, path: tuple[str | int, ...], default: int | None = None,
-             minimum: int | None = None) -> int | None:
+def read_int(
+    data: Mapping[str, Any],
+    key: str,
+    path: tuple[str | int, ...],
+    default: int | None = None,
+    minimum: int | None = None,
+) -> int | None:
     value = data.get(key, default)
     if value is None:
         return None
@@ -98,8 +114,9 @@ def read_int(data: Mapping[str, Any], key: str, path: tuple[str | int, ...], def
     return value
 
 
-def read_float(data: Mapping[str, Any], key: str, path: tuple[str | int, ...],
-               default: float | None = None) -> float | None:
+def read_float(
+    data: Mapping[str, Any], key: str, path: tuple[str | int, ...], default: float | None = None
+) -> float | None:
     value = data.get(key, default)
     if value is None:
         return None
@@ -111,14 +128,18 @@ def read_float(data: Mapping[str, Any], key: str, path: tuple[str | int, ...],
         raise FieldError((*path, key), f"must be a number, not {value!r}") from None
 
 
-def read_bool(data: Mapping[str, Any], key: str, path: tuple[str | int, ...], default: bool) -> bool:
+def read_bool(
+    data: Mapping[str, Any], key: str, path: tuple[str | int, ...], default: bool
+) -> bool:
     value = data.get(key, default)
     if not isinstance(value, bool):
         raise FieldError((*path, key), f"must be true or false, not {value!r}")
     return value
 
 
-def read_mapping(data: Mapping[str, Any], key: str, path: tuple[str | int, ...]) -> Mapping[str, Any]:
+def read_mapping(
+    data: Mapping[str, Any], key: str, path: tuple[str | int, ...]
+) -> Mapping[str, Any]:
     value = data.get(key)
     if value is None:
         return {}
@@ -166,10 +187,24 @@ class HealthCommands:
     busy_command: str | None = None
 
 
-WORKER_KEYS = frozenset({
-    "worker_id", "instance_id", "kind", "enabled", "worker_pool", "ssh", "workspace",
-    "resources", "health", "notes", "slots", "platform", "price_dph", "trust",
-})
+WORKER_KEYS = frozenset(
+    {
+        "worker_id",
+        "instance_id",
+        "kind",
+        "enabled",
+        "worker_pool",
+        "ssh",
+        "workspace",
+        "resources",
+        "health",
+        "notes",
+        "slots",
+        "platform",
+        "price_dph",
+        "trust",
+    }
+)
 
 
 @dataclass
@@ -205,8 +240,10 @@ class Worker:
         worker_id = read_str(data, "worker_id", path, required=True)
         assert worker_id is not None
         if not WORKER_NAME_PATTERN.match(worker_id):
-            raise FieldError((*path, "worker_id"), f"{worker_id!r} is not a valid worker name "
-                             "(letters, digits, '.', '_', '-')")
+            raise FieldError(
+                (*path, "worker_id"),
+                f"{worker_id!r} is not a valid worker name (letters, digits, '.', '_', '-')",
+            )
         kind = read_str(data, "kind", path, default="ssh" if "ssh" in data else "local")
         if kind not in ("local", "ssh"):
             raise FieldError((*path, "kind"), f"must be 'local' or 'ssh', not {kind!r}")
@@ -233,7 +270,8 @@ class Worker:
             enabled=read_bool(data, "enabled", path, True),
             worker_pool=read_str(data, "worker_pool", path, default="default") or "default",
             ssh=ssh,
-            workspace=read_str(data, "workspace", path, default=default_workspace) or default_workspace,
+            workspace=read_str(data, "workspace", path, default=default_workspace)
+            or default_workspace,
             resources=Resources(
                 gpu=read_int(res_raw, "gpu", rp, default=0, minimum=0) or 0,
                 disk_gb=read_float(res_raw, "disk_gb", rp),
@@ -301,12 +339,37 @@ class PullRecord:
     problems: list[str] = field(default_factory=list)
 
 
-RUN_KEYS = frozenset({
-    "id", "name", "command", "project", "pool", "pinned_worker", "priority", "env", "workdir",
-    "outputs", "metrics_regex", "status", "worker", "attempts", "exit_code", "pid", "boot_id",
-    "run_dir", "created_at", "dispatched_at", "started_at", "ended_at", "metrics", "history",
-    "error", "pull", "verify_command",
-})
+RUN_KEYS = frozenset(
+    {
+        "id",
+        "name",
+        "command",
+        "project",
+        "pool",
+        "pinned_worker",
+        "priority",
+        "env",
+        "workdir",
+        "outputs",
+        "metrics_regex",
+        "status",
+        "worker",
+        "attempts",
+        "exit_code",
+        "pid",
+        "boot_id",
+        "run_dir",
+        "created_at",
+        "dispatched_at",
+        "started_at",
+        "ended_at",
+        "metrics",
+        "history",
+        "error",
+        "pull",
+        "verify_command",
+    }
+)
 
 
 @dataclass
@@ -347,6 +410,14 @@ class Run:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: tuple[str | int, ...] = ()) -> Run:
+        fast = _run_fast_path(data)
+        if fast is not None:
+            return fast
+        return cls._from_dict_checked(data, path)
+
+    @classmethod
+    def _from_dict_checked(cls, data: Mapping[str, Any], path: tuple[str | int, ...]) -> Run:
+        """The thorough parser: slower, and names the first bad field."""
         if not isinstance(data, Mapping):
             raise FieldError(path, "each run must be a JSON object")
         run_id = read_str(data, "id", path, required=True)
@@ -359,13 +430,17 @@ class Run:
         try:
             status = RunStatus(status_raw)
         except ValueError:
-            raise FieldError((*path, "status"), f"unknown status {status_raw!r} (one of "
-                             f"{', '.join(s.value for s in RunStatus)})") from None
+            raise FieldError(
+                (*path, "status"),
+                f"unknown status {status_raw!r} (one of {', '.join(s.value for s in RunStatus)})",
+            ) from None
         env_raw = read_mapping(data, "env", path)
         env: dict[str, str] = {}
         for key, value in env_raw.items():
             if not isinstance(key, str) or not ENV_NAME_PATTERN.match(key):
-                raise FieldError((*path, "env", str(key)), "is not a valid environment variable name")
+                raise FieldError(
+                    (*path, "env", str(key)), "is not a valid environment variable name"
+                )
             if not isinstance(value, str):
                 raise FieldError((*path, "env", key), "must be a string")
             env[key] = value
@@ -460,3 +535,94 @@ class Run:
             },
         }
         return out
+
+
+# The queue holds thousands of runs, so loading takes a fast path when every field already
+# has the type the tool writes; anything unusual goes through the thorough parser.
+_STR_FIELDS = (
+    "project",
+    "pool",
+    "pinned_worker",
+    "workdir",
+    "metrics_regex",
+    "verify_command",
+    "worker",
+    "boot_id",
+    "run_dir",
+    "dispatched_at",
+    "started_at",
+    "ended_at",
+    "error",
+)
+_INT_FIELDS = ("priority", "attempts", "exit_code", "pid")
+_STATUS_BY_VALUE = {s.value: s for s in RunStatus}
+
+
+def _run_fast_path(data: Any) -> Run | None:
+    if type(data) is not dict:
+        return None
+    run_id, name, command = data.get("id"), data.get("name"), data.get("command")
+    if type(run_id) is not str or type(name) is not str or type(command) is not str:
+        return None
+    status = _STATUS_BY_VALUE.get(data.get("status", "pending"))
+    if status is None or not RUN_NAME_PATTERN.match(name):
+        return None
+    for key in _STR_FIELDS:
+        value = data.get(key)
+        if value is not None and type(value) is not str:
+            return None
+    for key in _INT_FIELDS:
+        value = data.get(key)
+        if value is not None and type(value) is not int:
+            return None
+    env = data.get("env") or {}
+    metrics = data.get("metrics") or {}
+    outputs = data.get("outputs") or []
+    history = data.get("history") or []
+    if (
+        type(env) is not dict
+        or type(metrics) is not dict
+        or type(outputs) is not list
+        or type(history) is not list
+    ):
+        return None
+    for key, value in env.items():
+        if type(value) is not str or not ENV_NAME_PATTERN.match(key):
+            return None
+    for value in metrics.values():
+        if type(value) is not float and type(value) is not int:
+            return None
+    for value in outputs:
+        if type(value) is not str:
+            return None
+    if data.get("pull") is not None or not isinstance(data.get("created_at", ""), str):
+        return None
+    return Run(
+        id=run_id,
+        name=name,
+        command=command,
+        project=data.get("project"),
+        pool=data.get("pool"),
+        pinned_worker=data.get("pinned_worker"),
+        priority=data.get("priority") or 0,
+        env=env,
+        workdir=data.get("workdir"),
+        outputs=outputs,
+        metrics_regex=data.get("metrics_regex"),
+        verify_command=data.get("verify_command"),
+        status=status,
+        worker=data.get("worker"),
+        attempts=data.get("attempts") or 0,
+        exit_code=data.get("exit_code"),
+        pid=data.get("pid"),
+        boot_id=data.get("boot_id"),
+        run_dir=data.get("run_dir"),
+        created_at=data.get("created_at") or "",
+        dispatched_at=data.get("dispatched_at"),
+        started_at=data.get("started_at"),
+        ended_at=data.get("ended_at"),
+        metrics={k: float(v) for k, v in metrics.items()},
+        history=history,
+        error=data.get("error"),
+        pull=None,
+    )

@@ -14,7 +14,6 @@ Layout on the worker::
 
 from __future__ import annotations
 
-import base64
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -98,13 +97,15 @@ def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
     session = f"runyard-{req.run_id}-{req.attempt}"
     if req.detach == "tmux":
         start = (
-            f'tmux new-session -d -s {shlex.quote(session)} '
+            f"tmux new-session -d -s {shlex.quote(session)} "
             '"bash $(printf %q "$d/run.sh") $(printf %q "$d") $(printf %q "$wd") '
             '</dev/null >>$(printf %q "$d/log") 2>&1"'
         )
     else:
         start = 'detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1 &'
-    script = _PRELUDE + f"""
+    script = (
+        _PRELUDE
+        + f"""
 set -u
 umask 077
 d={sh_path(run_dir)}
@@ -132,6 +133,7 @@ detach() {{
 for _ in $(seq 1 200); do [ -s "$d/pid" ] && break; sleep 0.01; done
 printf 'run_dir=%s\\npid=%s\\nboot_id=%s\\n' "$d" "$(cat "$d/pid" 2>/dev/null)" "$(cat "$d/boot_id")"
 """
+    )
     payload = req.command.encode("utf-8") + b"\0"
     for key, value in req.secrets.items():
         payload += f"{key}={value}".encode() + b"\0"
@@ -202,32 +204,46 @@ class CheckReport:
     runs: dict[str, RunProbe]
 
 
+_PROBE_FUNCTION = r"""probe() {
+  local key=$1 d=$2 n=$3 pid= code= recorded= alive=0 text
+  printf '@@run %s\n' "$key"
+  if [ ! -d "$d" ]; then echo 'dir=0'; return; fi
+  [ -r "$d/pid" ] && read -r pid < "$d/pid"
+  [ -r "$d/exit_code" ] && read -r code < "$d/exit_code"
+  [ -r "$d/boot_id" ] && read -r recorded < "$d/boot_id"
+  if [ -z "$code" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ -r "/proc/$pid/cmdline" ]; then
+      local -a argv=()
+      mapfile -d '' -t argv < "/proc/$pid/cmdline" 2>/dev/null
+      [ "${argv[1]:-}" = "$d/run.sh" ] && alive=1
+    else
+      case "$(ps -o args= -p "$pid" 2>/dev/null)" in *"$d/run.sh"*) alive=1 ;; esac
+    fi
+  fi
+  printf 'dir=1\npid=%s\nalive=%s\nboot_id=%s\nexit_code=%s\n' "$pid" "$alive" "$recorded" "$code"
+  [ -f "$d/log" ] || return
+  if [ -z "$code" ]; then
+    set -- $(stat -c '%s %Y' "$d/log" 2>/dev/null || stat -f '%z %m' "$d/log" 2>/dev/null)
+    [ -n "${2:-}" ] && printf 'log_size=%s\nlog_age=%s\n' "$1" "$((now - $2))"
+  fi
+  text=$(tail -c "$n" "$d/log" 2>/dev/null)  # bash drops NUL bytes, which logs rarely hold
+  printf 'tail=%s\n%s\n' "${#text}" "$text"
+}
+"""
+
+
 def build_check(targets: Sequence[ProbeTarget]) -> str:
-    """One script that reports on every target, so a worker costs one round trip per tick."""
+    """One script that reports on every target, so a worker costs one round trip per tick.
+
+    It leans on bash builtins (`read`, `mapfile` on /proc) so a run costs one or two forks:
+    a worker with hundreds of runs still answers in a fraction of a second.
+    """
     parts = [
+        "export LC_ALL=C\n",  # ${#text} must count bytes
         _PRELUDE,
         "now=$(date +%s)\n",
         'printf \'@@host boot_id=%s now=%s\\n\' "$(boot_id)" "$now"\n',
-        r"""probe() {
-  key=$1 d=$2 n=$3
-  printf '@@run %s\n' "$key"
-  if [ ! -d "$d" ]; then echo 'dir=0'; return; fi
-  echo 'dir=1'
-  pid=$(head -n 1 "$d/pid" 2>/dev/null)
-  alive=0
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    case "$(ps -o args= -p "$pid" 2>/dev/null)" in *"$d/run.sh"*) alive=1 ;; esac
-  fi
-  printf 'pid=%s\nalive=%s\nboot_id=%s\nexit_code=%s\n' "$pid" "$alive" \
-    "$(cat "$d/boot_id" 2>/dev/null)" "$(head -n 1 "$d/exit_code" 2>/dev/null)"
-  if [ -f "$d/log" ]; then
-    size=$(wc -c < "$d/log" | tr -d ' ')
-    mtime=$(stat -c %Y "$d/log" 2>/dev/null || stat -f %m "$d/log" 2>/dev/null || echo "$now")
-    printf 'log_size=%s\nlog_age=%s\n' "$size" "$((now - mtime))"
-    printf 'tail='; tail -c "$n" "$d/log" | base64 | tr -d '\n'; echo
-  fi
-}
-""",
+        _PROBE_FUNCTION,
     ]
     for target in targets:
         parts.append(
@@ -236,39 +252,50 @@ def build_check(targets: Sequence[ProbeTarget]) -> str:
     return "".join(parts)
 
 
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
 def parse_check(stdout: bytes) -> CheckReport:
+    """Parse the check script's output; a log tail is length-framed raw bytes."""
     current_boot: str | None = None
     runs: dict[str, RunProbe] = {}
     key: str | None = None
     fields: dict[str, str] = {}
+    tail = b""
 
     def flush() -> None:
         if key is None:
             return
-        pid = fields.get("pid", "")
-        code = fields.get("exit_code", "")
-        size = fields.get("log_size", "")
-        age = fields.get("log_age", "")
+        age = _int_or_none(fields.get("log_age", ""))
         runs[key] = RunProbe(
             key=key,
             dir_exists=fields.get("dir") == "1",
-            pid=int(pid) if pid.isdigit() else None,
+            pid=_int_or_none(fields.get("pid", "")),
             alive=fields.get("alive") == "1",
             boot_id=fields.get("boot_id") or None,
-            exit_code=int(code) if code.lstrip("-").isdigit() else None,
-            log_size=int(size) if size.isdigit() else 0,
-            log_age_s=float(age) if age.lstrip("-").isdigit() else None,
-            log_tail=base64.b64decode(fields.get("tail", "")) if fields.get("tail") else b"",
+            exit_code=_int_or_none(fields.get("exit_code", "")),
+            log_size=_int_or_none(fields.get("log_size", "")) or 0,
+            log_age_s=float(age) if age is not None else None,
+            log_tail=tail,
         )
 
-    for line in stdout.decode("utf-8", "replace").splitlines():
+    pos = 0
+    while pos < len(stdout):
+        newline = stdout.find(b"\n", pos)
+        if newline < 0:
+            newline = len(stdout)
+        line = stdout[pos:newline].decode("utf-8", "replace")
+        pos = newline + 1
         if line.startswith("@@host "):
-            host = _key_values(line[len("@@host ") :].split(" "))
-            current_boot = host.get("boot_id") or None
+            current_boot = _key_values(line[len("@@host ") :].split(" ")).get("boot_id") or None
         elif line.startswith("@@run "):
             flush()
-            key = line[len("@@run ") :]
-            fields = {}
+            key, fields, tail = line[len("@@run ") :], {}, b""
+        elif line.startswith("tail=") and line[5:].isdigit():
+            length = int(line[5:])
+            tail = stdout[pos : pos + length]
+            pos += length + 1
         else:
             name, sep, value = line.partition("=")
             if sep:
@@ -320,7 +347,7 @@ def build_log_snapshot(run_dir: str, lines: int | None) -> str:
     last = f" | tail -n {int(lines)}" if lines is not None else ""
     return (
         f"if [ -f {log} ]; then size=$(wc -c < {log} | tr -d ' '); echo \"$size\"; "
-        f"head -c \"$size\" {log}{last}; else echo 0; fi"
+        f'head -c "$size" {log}{last}; else echo 0; fi'
     )
 
 
@@ -376,7 +403,9 @@ def parse_list_outputs(stdout: bytes) -> list[RemoteFile]:
     files: list[RemoteFile] = []
     seen: set[str] = set()
     for i in range(0, len(fields) - 3, 4):
-        path, relative, size, digest = (f.decode("utf-8", "surrogateescape") for f in fields[i : i + 4])
+        path, relative, size, digest = (
+            f.decode("utf-8", "surrogateescape") for f in fields[i : i + 4]
+        )
         if path in seen or not size.isdigit():
             continue
         seen.add(path)

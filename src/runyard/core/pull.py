@@ -20,7 +20,12 @@ from runyard.core.errors import InputError, OperationalError
 from runyard.core.fleet.transports import Fleet
 from runyard.core.metrics import parse_metrics
 from runyard.core.models import PullRecord, Run, Worker
-from runyard.core.protocol import RemoteFile, build_list_outputs, output_dir_path, parse_list_outputs
+from runyard.core.protocol import (
+    RemoteFile,
+    build_list_outputs,
+    output_dir_path,
+    parse_list_outputs,
+)
 from runyard.core.runs import find_run
 from runyard.core.store.atomic import atomic_write_text
 from runyard.core.store.events import utc_now
@@ -87,8 +92,12 @@ async def fetch(fleet: Fleet, worker: Worker, files: list[RemoteFile], destinati
 
 async def run_verify_command(command: str, directory: Path) -> tuple[bool, str]:
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", command, cwd=directory,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "bash",
+        "-c",
+        command,
+        cwd=directory,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     text = out.decode("utf-8", "replace").strip()
@@ -136,7 +145,9 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
             metrics = parse_metrics(log_path.read_text("utf-8", "replace"), run.metrics_regex)
         except ValueError:
             metrics = {}
-    atomic_write_text(destination / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        destination / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    )
 
     verify: dict[str, Any] | None = None
     if run.verify_command and not outcome.problems:
@@ -157,16 +168,24 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
         "problems": outcome.problems,
         "verify": verify,
         "files": [
-            {"path": f.relative, "size": f.size, "sha256_worker": f.sha256_worker,
-             "sha256_local": f.sha256_local, "ok": f.ok}
+            {
+                "path": f.relative,
+                "size": f.size,
+                "sha256_worker": f.sha256_worker,
+                "sha256_local": f.sha256_local,
+                "ok": f.ok,
+            }
             for f in outcome.files
         ],
     }
     atomic_write_text(destination / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     record = PullRecord(
-        at=pulled_at, files=len(outcome.files), bytes=sum(f.size for f in outcome.files),
-        verified=outcome.verified, problems=list(outcome.problems),
+        at=pulled_at,
+        files=len(outcome.files),
+        bytes=sum(f.size for f in outcome.files),
+        verified=outcome.verified,
+        problems=list(outcome.problems),
     )
     with store.queue_transaction() as runs:
         current = find_run(runs, run.id)
@@ -175,5 +194,7 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
             if metrics:
                 current.metrics.update(metrics)
             outcome.run = current
-    store.events.append("run.pulled", run=run.id, verified=outcome.verified, files=len(outcome.files))
+    store.events.append(
+        "run.pulled", run=run.id, verified=outcome.verified, files=len(outcome.files)
+    )
     return outcome

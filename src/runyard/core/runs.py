@@ -57,7 +57,9 @@ def new_run_id(taken: set[str]) -> str:
 
 
 def _default_name(spec: RunSpec, run_id: str) -> str:
-    stem = spec.project or re.sub(r"[^A-Za-z0-9._-]+", "-", spec.command.split()[0] if spec.command.split() else "run")
+    stem = spec.project or re.sub(
+        r"[^A-Za-z0-9._-]+", "-", spec.command.split()[0] if spec.command.split() else "run"
+    )
     stem = re.sub(r"^[^A-Za-z0-9]+", "", stem.rsplit("/", 1)[-1])[:40] or "run"
     return f"{stem}-{run_id}"
 
@@ -77,7 +79,9 @@ def validate_spec(spec: RunSpec, store: WorkspaceStore) -> None:
     if spec.worker is not None:
         worker = store.worker(spec.worker)
         if spec.pool is not None and worker.worker_pool != spec.pool:
-            raise InputError(f"worker {spec.worker!r} is in pool {worker.worker_pool!r}, not {spec.pool!r}")
+            raise InputError(
+                f"worker {spec.worker!r} is in pool {worker.worker_pool!r}, not {spec.pool!r}"
+            )
 
 
 def add_run(store: WorkspaceStore, spec: RunSpec) -> Run:
@@ -89,7 +93,9 @@ def add_run(store: WorkspaceStore, spec: RunSpec) -> Run:
         run_id = new_run_id(ids)
         name = spec.name or _default_name(spec, run_id)
         if name in names:
-            raise InputError(f"a run named {name!r} is already in the queue (names are output directories)")
+            raise InputError(
+                f"a run named {name!r} is already in the queue (names are output directories)"
+            )
         run = Run(
             id=run_id,
             name=name,
@@ -140,17 +146,19 @@ def archive_attempt(run: Run) -> None:
     """Move the current attempt's facts into `history` before a retry starts a new one."""
     if run.attempts == 0:
         return
-    run.history.append({
-        "attempt": run.attempts,
-        "status": run.status.value,
-        "worker": run.worker,
-        "exit_code": run.exit_code,
-        "run_dir": run.run_dir,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "metrics": dict(run.metrics),
-        "error": run.error,
-    })
+    run.history.append(
+        {
+            "attempt": run.attempts,
+            "status": run.status.value,
+            "worker": run.worker,
+            "exit_code": run.exit_code,
+            "run_dir": run.run_dir,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "metrics": dict(run.metrics),
+            "error": run.error,
+        }
+    )
     run.exit_code = None
     run.pid = None
     run.boot_id = None
@@ -168,7 +176,9 @@ def retry_run(store: WorkspaceStore, ref: str) -> Run:
     with store.queue_transaction() as runs:
         run = find_run(runs, ref)
         if run.status not in FINISHED_STATES:
-            raise InputError(f"run {run.id} is {run.status.value}; only finished runs can be retried")
+            raise InputError(
+                f"run {run.id} is {run.status.value}; only finished runs can be retried"
+            )
         archive_attempt(run)
         set_status(store, run, RunStatus.PENDING, reason="retry")
     return run

@@ -62,7 +62,9 @@ def resolve_secrets(refs: Mapping[str, str], dotenv: Path | None = None) -> dict
                 file_values = read_dotenv(dotenv or Path.home() / ".env")
             value = file_values.get(secret)
         if value is None:
-            raise InputError(f"secret {secret!r} (for {variable}) is not in the environment or ~/.env")
+            raise InputError(
+                f"secret {secret!r} (for {variable}) is not in the environment or ~/.env"
+            )
         resolved[variable] = value
     return resolved
 

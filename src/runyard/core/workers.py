@@ -12,7 +12,9 @@ from runyard.core.store.workspace_store import WorkspaceStore
 
 def add_worker(store: WorkspaceStore, worker: Worker) -> None:
     if not WORKER_NAME_PATTERN.match(worker.worker_id):
-        raise InputError(f"{worker.worker_id!r} is not a valid worker name (letters, digits, '.', '_', '-')")
+        raise InputError(
+            f"{worker.worker_id!r} is not a valid worker name (letters, digits, '.', '_', '-')"
+        )
     if worker.slots < 1:
         raise InputError("--slots must be at least 1")
     if worker.ssh is not None and worker.ssh.port is not None and not 0 < worker.ssh.port < 65536:
@@ -30,7 +32,9 @@ def add_worker(store: WorkspaceStore, worker: Worker) -> None:
 def remove_worker(store: WorkspaceStore, name: str) -> None:
     active = [r.id for r in store.runs() if r.is_active and r.worker == name]
     if active:
-        raise InputError(f"worker {name!r} has active runs ({', '.join(active)}); cancel or finish them first")
+        raise InputError(
+            f"worker {name!r} has active runs ({', '.join(active)}); cancel or finish them first"
+        )
 
     def edit(entries: Any) -> None:
         del entries[find_index(entries, name)]

@@ -91,7 +91,9 @@ def find_workspace(explicit: str | None = None, cwd: Path | None = None) -> Work
     if explicit:
         root = Path(explicit).expanduser().resolve()
         if not (root / SETTINGS_FILE).is_file():
-            raise InputError(f"{root}: not a runyard workspace (no {SETTINGS_FILE}; run `runyard init {explicit}`)")
+            raise InputError(
+                f"{root}: not a runyard workspace (no {SETTINGS_FILE}; run `runyard init {explicit}`)"
+            )
         return Workspace(root)
     from_env = os.environ.get("RUNYARD_WORKSPACE")
     if from_env:
@@ -114,7 +116,13 @@ def init_workspace(directory: Path) -> tuple[Workspace, list[Path]]:
     root.mkdir(parents=True, exist_ok=True)
     ws = Workspace(root)
     created: list[Path] = []
-    for folder in (root / "queues", ws.profiles_dir, ws.competitions_dir, ws.results_dir, ws.state_dir):
+    for folder in (
+        root / "queues",
+        ws.profiles_dir,
+        ws.competitions_dir,
+        ws.results_dir,
+        ws.state_dir,
+    ):
         if not folder.exists():
             folder.mkdir(parents=True)
             created.append(folder)

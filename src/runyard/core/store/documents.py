@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from runyard.core.errors import FileFormatError
+
+_scanstring: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (untyped in typeshed)
 from runyard.core.models import FieldError
 from runyard.core.store.atomic import atomic_write_text
 
@@ -25,14 +28,24 @@ def read_text(path: Path) -> str:
         raise FileFormatError(path, f"is not UTF-8 text ({exc.reason})") from None
 
 
-def _yaml() -> Any:
+def _yaml(sequence_offset: int = 0) -> Any:
     from ruamel.yaml import YAML  # lazy: importing ruamel costs ~40 ms
 
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.indent(mapping=2, sequence=sequence_offset + 2, offset=sequence_offset)
     return yaml
+
+
+def sequence_offset(text: str) -> int:
+    """How far the file indents a list's dashes: 0 in research-os (`- worker_id: ...`).
+
+    ruamel does not remember a file's indentation, so a save re-uses what the human wrote;
+    otherwise every line of a hand-written file would move on the first tool edit.
+    """
+    match = re.search(r"^( *)- ", text, re.MULTILINE)
+    return len(match.group(1)) if match else 0
 
 
 def load_yaml(path: Path) -> Any:
@@ -51,14 +64,18 @@ def load_yaml(path: Path) -> Any:
         raise FileFormatError(path, f"invalid YAML: {exc}") from None
 
 
-def dump_yaml(data: Any) -> str:
+def dump_yaml(data: Any, sequence_offset: int = 0) -> str:
     stream = io.StringIO()
-    _yaml().dump(data, stream)
+    _yaml(sequence_offset).dump(data, stream)
     return stream.getvalue()
 
 
 def save_yaml(path: Path, data: Any) -> None:
-    atomic_write_text(path, dump_yaml(data))
+    try:
+        offset = sequence_offset(path.read_text("utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError):
+        offset = 0
+    atomic_write_text(path, dump_yaml(data, offset))
 
 
 def yaml_line(root: Any, field_path: Sequence[str | int]) -> int | None:
@@ -69,10 +86,7 @@ def yaml_line(root: Any, field_path: Sequence[str | int]) -> int | None:
         lc = getattr(node, "lc", None)
         try:
             if lc is not None:
-                if isinstance(key, int):
-                    line = lc.item(key)[0] + 1
-                else:
-                    line = lc.key(key)[0] + 1
+                line = lc.item(key)[0] + 1 if isinstance(key, int) else lc.key(key)[0] + 1
             node = node[key]
         except (KeyError, IndexError, TypeError, AttributeError):
             break
@@ -153,7 +167,7 @@ class _JsonScanner:
         if isinstance(key, str) and text[pos] == "{":
             pos = self.skip_ws(pos + 1)
             while pos < len(text) and text[pos] == '"':
-                name, pos = json.decoder.scanstring(text, pos + 1)
+                name, pos = _scanstring(text, pos + 1)
                 pos = self.skip_ws(pos)
                 pos = self.skip_ws(pos + 1)  # the colon
                 if name == key:

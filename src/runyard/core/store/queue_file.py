@@ -49,13 +49,21 @@ def load_queue(path: Path) -> list[Run]:
     return parse_queue(path, load_queue_raw(path))
 
 
-def dump_queue(runs: list[Run]) -> str:
-    if not runs:
+def dump_records(records: list[dict[str, Any]]) -> str:
+    if not records:
         return "[]\n"
     encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-    return "[\n" + ",\n".join(encode(run.to_dict()) for run in runs) + "\n]\n"
+    return "[\n" + ",\n".join(encode(record) for record in records) + "\n]\n"
+
+
+def dump_queue(runs: list[Run]) -> str:
+    return dump_records([run.to_dict() for run in runs])
+
+
+def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, dump_records(records))
 
 
 def save_queue(path: Path, runs: list[Run]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, dump_queue(runs))
+    save_records(path, [run.to_dict() for run in runs])

@@ -44,7 +44,9 @@ def parse_workers(path: Path, doc: Any, warnings: list[str]) -> list[Worker]:
         for key in entry:
             if key not in WORKER_KEYS:
                 line = yaml_line(entries, (index, key))
-                warnings.append(f"{path}:{line}: unknown key '{key}' in worker {worker.worker_id!r} kept as is")
+                warnings.append(
+                    f"{path}:{line}: unknown key '{key}' in worker {worker.worker_id!r} kept as is"
+                )
         workers.append(worker)
     return workers
 

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from runyard.core.models import FieldError, Run, Worker
+from runyard.core.models import ACTIVE_STATES, FieldError, Run, Worker
 from runyard.core.settings import Settings, parse_settings
-from runyard.core.store.documents import load_yaml, yaml_field_error
+from runyard.core.store.documents import json_field_error, load_yaml, read_text, yaml_field_error
 from runyard.core.store.events import EventLog
 from runyard.core.store.lock import WorkspaceLock
-from runyard.core.store.queue_file import dump_queue, load_queue, save_queue
+from runyard.core.store.queue_file import load_queue, load_queue_raw, parse_queue, save_records
 from runyard.core.store.workers_file import edit_workers, load_workers
 from runyard.core.workspace import Workspace
 
@@ -71,12 +71,28 @@ class WorkspaceStore:
     @contextmanager
     def queue_transaction(self) -> Iterator[list[Run]]:
         """Lock, load the queue, let the caller mutate the list, save if anything changed."""
+        path = self.workspace.queue_path
         with self.lock:
-            runs = load_queue(self.workspace.queue_path)
-            before = dump_queue(runs)
+            before = load_queue_raw(path)
+            runs = parse_queue(path, before)
             yield runs
-            if dump_queue(runs) != before:
-                save_queue(self.workspace.queue_path, runs)
+            after = [run.to_dict() for run in runs]
+            if after != before:
+                save_records(path, after)
+
+    def active_runs(self) -> list[Run]:
+        """Only the dispatched and running runs; the rest of the queue stays raw JSON."""
+        path = self.workspace.queue_path
+        active = {status.value for status in ACTIVE_STATES}
+        picked = [
+            (i, r)
+            for i, r in enumerate(load_queue_raw(path))
+            if isinstance(r, dict) and r.get("status") in active
+        ]
+        try:
+            return [Run.from_dict(record, (index,)) for index, record in picked]
+        except FieldError as exc:
+            raise json_field_error(path, read_text(path), exc) from None
 
 
 class _PrefixedList(list[str]):
