@@ -58,6 +58,12 @@ def console(args: argparse.Namespace) -> int:
     return 1
 
 
+def demo(args: argparse.Namespace) -> int:
+    from runyard.cli.demo import run_demo
+
+    return run_demo(args)
+
+
 def init(args: argparse.Namespace) -> int:
     from runyard.core.workspace import init_workspace
 

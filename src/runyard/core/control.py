@@ -10,9 +10,12 @@ from runyard.core.errors import InputError, OperationalError, RunyardError
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import Run, RunStatus
 from runyard.core.protocol import (
+    ProbeTarget,
     build_cancel,
+    build_check,
     build_log_snapshot,
     build_log_tail,
+    parse_check,
     parse_log_snapshot,
 )
 from runyard.core.runs import find_run, set_status
@@ -85,7 +88,15 @@ async def follow_log(
             offset += len(chunk.stdout)
             yield chunk.stdout
             continue
-        current = find_run(store.runs(), run.id)
-        if not current.is_active or current.attempts != run.attempts:
+        # No new bytes: ask the worker (not the queue, which only `check` advances)
+        # whether the run is still going; once it is not, drain the log one last time.
+        report = parse_check(
+            (await executor.run(build_check([ProbeTarget("run", run_dir, 0)]))).stdout
+        )
+        probe = report.runs.get("run")
+        if probe is None or probe.exit_code is not None or not probe.alive:
+            tail = await executor.run(build_log_tail(run_dir, offset=offset))
+            if tail.stdout:
+                yield tail.stdout
             return
         await asyncio.sleep(poll_seconds)

@@ -49,7 +49,8 @@ def plan_dispatch(
     for worker in usable:
         by_pool.setdefault(worker.worker_pool, []).append(worker)
     pending = [r for r in runs if r.status == RunStatus.PENDING]
-    pending.sort(key=lambda r: (-r.priority, r.created_at, r.id))
+    # A stable sort: runs queued within the same second keep queue order (oldest first).
+    pending.sort(key=lambda r: (-r.priority, r.created_at))
     plan: list[Assignment] = []
     for run in pending:
         run_pool = run.pool or default_pool
@@ -97,11 +98,13 @@ async def dispatch(
     with store.queue_transaction() as runs:
         plan = plan_dispatch(runs, list(workers.values()), settings.default_pool, pool)
         by_id = {run.id: run for run in runs}
+        # Every secret first: a missing one stops the dispatch before any run moves (and
+        # before the events log records a dispatch that never happens).
+        secret_values = {a.run_id: resolve_secrets(split_env(by_id[a.run_id].env)[1]) for a in plan}
         for assignment in plan:
             run = by_id[assignment.run_id]
             worker = workers[assignment.worker]
-            plain_env, refs = split_env(run.env)
-            secret_values = resolve_secrets(refs)
+            plain_env, _ = split_env(run.env)
             workspace = fleet.workspace_path(worker)
             run.attempts += 1
             run.worker = worker.worker_id
@@ -120,7 +123,7 @@ async def dispatch(
                     attempt=run.attempts,
                     workdir=_workdir(run, workspace),
                     env=plain_env,
-                    secrets=secret_values,
+                    secrets=secret_values[run.id],
                     command=run.command,
                 ),
             )

@@ -575,6 +575,8 @@ def _run_fast_path(data: Any) -> Run | None:
         value = data.get(key)
         if value is not None and type(value) is not int:
             return None
+    if (data.get("attempts") or 0) < 0:
+        return None  # the thorough parser names the field
     env = data.get("env") or {}
     metrics = data.get("metrics") or {}
     outputs = data.get("outputs") or []
