@@ -79,9 +79,9 @@ def run_demo(args: argparse.Namespace) -> int:
         fleet = Fleet(workspace.root, store.settings())
         try:
             _say("dispatch: detached with setsid, one run per slot, highest priority first")
-            for outcome in await dispatch(store, fleet):
+            for launched in await dispatch(store, fleet):
                 print(
-                    f"dispatched {outcome.run_id} {outcome.run_name} -> {outcome.worker} pid={outcome.pid}"
+                    f"dispatched {launched.run_id} {launched.run_name} -> {launched.worker} pid={launched.pid}"
                 )
             _say(
                 f"logs -f {good.id}: the run survives this process; the log is a plain file on the worker"

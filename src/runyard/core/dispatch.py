@@ -157,9 +157,10 @@ async def dispatch(
     with store.queue_transaction() as runs:
         by_id = {run.id: run for run in runs}
         for outcome in outcomes:
-            run = by_id.get(outcome.run_id)
-            if run is None or run.status != RunStatus.DISPATCHED:
+            found = by_id.get(outcome.run_id)
+            if found is None or found.status != RunStatus.DISPATCHED:
                 continue  # cancelled or edited while launching
+            run = found
             if outcome.ok and outcome.pid is not None:
                 run.pid = outcome.pid
                 run.started_at = utc_now()

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from runyard.core.errors import FileFormatError
-
-_scanstring: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (untyped in typeshed)
 from runyard.core.models import FieldError
 from runyard.core.store.atomic import atomic_write_text
+
+_scanstring: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (untyped in typeshed)
 
 
 def read_text(path: Path) -> str:
