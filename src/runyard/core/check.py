@@ -19,6 +19,7 @@ from runyard.core.metrics import parse_metrics
 from runyard.core.models import Run, RunStatus, Worker
 from runyard.core.protocol import CheckReport, ProbeTarget, RunProbe, build_check, parse_check
 from runyard.core.runs import archive_attempt, set_status
+from runyard.core.secrets import known_secret_values, redact
 from runyard.core.store.workspace_store import WorkspaceStore
 
 CHECK_TAIL_BYTES = 8192
@@ -176,7 +177,7 @@ def _apply(
         run.status,
         pid=run.pid,
         exit_code=run.exit_code,
-        last_line=last_line(probe.log_tail),
+        last_line=redact(last_line(probe.log_tail), known_secret_values(run.env)),
         metrics=dict(run.metrics),
         reason=reason,
         log_age_s=probe.log_age_s,

@@ -19,6 +19,7 @@ from runyard.core.protocol import (
     parse_log_snapshot,
 )
 from runyard.core.runs import find_run, set_status
+from runyard.core.secrets import known_secret_values, redact_bytes
 from runyard.core.store.workspace_store import WorkspaceStore
 
 
@@ -66,7 +67,7 @@ async def read_log(store: WorkspaceStore, fleet: Fleet, ref: str, lines: int | N
     run, worker_name = _located(store, ref)
     assert run.run_dir is not None
     result = await fleet.executor(store.worker(worker_name)).run(build_log_tail(run.run_dir, lines))
-    return result.stdout
+    return redact_bytes(result.stdout, known_secret_values(run.env))
 
 
 async def follow_log(
@@ -74,6 +75,20 @@ async def follow_log(
 ) -> AsyncIterator[bytes]:
     """Yield the log's last lines, then new bytes as they arrive, until the run has ended."""
     run, worker_name = _located(store, ref)
+    assert run.run_dir is not None
+    secrets = known_secret_values(run.env)
+    async for chunk in _follow(store, fleet, run, worker_name, lines, poll_seconds):
+        yield redact_bytes(chunk, secrets)
+
+
+async def _follow(
+    store: WorkspaceStore,
+    fleet: Fleet,
+    run: Run,
+    worker_name: str,
+    lines: int | None,
+    poll_seconds: float,
+) -> AsyncIterator[bytes]:
     assert run.run_dir is not None
     executor = fleet.executor(store.worker(worker_name))
     run_dir = run.run_dir

@@ -74,3 +74,22 @@ def redact(text: str, secrets: Mapping[str, str]) -> str:
         if len(value) >= 4:
             text = text.replace(value, "***")
     return text
+
+
+def known_secret_values(env: Mapping[str, str], dotenv: Path | None = None) -> dict[str, str]:
+    """The values of a run's secret references that can be resolved here, for redaction."""
+    _, refs = split_env(env)
+    values: dict[str, str] = {}
+    for variable, secret in refs.items():
+        try:
+            values.update(resolve_secrets({variable: secret}, dotenv))
+        except InputError:
+            continue
+    return values
+
+
+def redact_bytes(data: bytes, secrets: Mapping[str, str]) -> bytes:
+    for value in sorted(secrets.values(), key=len, reverse=True):
+        if len(value) >= 4:
+            data = data.replace(value.encode(), b"***")
+    return data

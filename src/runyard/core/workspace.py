@@ -131,6 +131,7 @@ def init_workspace(directory: Path) -> tuple[Workspace, list[Path]]:
         ws.workers_path: DEFAULT_WORKERS_YAML,
         ws.queue_path: "[]\n",
         root / "queues" / "README.md": QUEUE_README,
+        root / "queues" / ".gitignore": ".*.tmp\n",
         ws.state_dir / ".gitignore": "lock\n*.tmp\n",
     }
     for path, text in files.items():

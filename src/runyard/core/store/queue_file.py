@@ -61,7 +61,10 @@ def dump_queue(runs: list[Run]) -> str:
 
 
 def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write the queue; the caller holds the workspace lock, so any temp file is stale."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     atomic_write_text(path, dump_records(records))
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from runyard.core.models import ACTIVE_STATES, FieldError, Run, Worker
+from runyard.core.models import FieldError, Run, Worker
 from runyard.core.settings import Settings, parse_settings
-from runyard.core.store.documents import json_field_error, load_yaml, read_text, yaml_field_error
+from runyard.core.store.documents import load_yaml, yaml_field_error
 from runyard.core.store.events import EventLog
 from runyard.core.store.lock import WorkspaceLock
 from runyard.core.store.queue_file import load_queue, load_queue_raw, parse_queue, save_records
@@ -81,18 +81,8 @@ class WorkspaceStore:
                 save_records(path, after)
 
     def active_runs(self) -> list[Run]:
-        """Only the dispatched and running runs; the rest of the queue stays raw JSON."""
-        path = self.workspace.queue_path
-        active = {status.value for status in ACTIVE_STATES}
-        picked = [
-            (i, r)
-            for i, r in enumerate(load_queue_raw(path))
-            if isinstance(r, dict) and r.get("status") in active
-        ]
-        try:
-            return [Run.from_dict(record, (index,)) for index, record in picked]
-        except FieldError as exc:
-            raise json_field_error(path, read_text(path), exc) from None
+        """The dispatched and running runs (the whole queue is validated all the same)."""
+        return [run for run in self.runs() if run.is_active]
 
 
 class _PrefixedList(list[str]):
