@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from runyard.cli import verbs
+from runyard.cli import shard_verbs, verbs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every finished run not yet verified")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=verbs.pull)
+
+    shard_verbs.register(sub)
     return parser
 
 

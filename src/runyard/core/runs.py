@@ -96,24 +96,29 @@ def add_run(store: WorkspaceStore, spec: RunSpec) -> Run:
             raise InputError(
                 f"a run named {name!r} is already in the queue (names are output directories)"
             )
-        run = Run(
-            id=run_id,
-            name=name,
-            command=spec.command,
-            project=spec.project,
-            pool=spec.pool,
-            pinned_worker=spec.worker,
-            priority=spec.priority,
-            env=dict(spec.env),
-            workdir=spec.workdir,
-            outputs=list(spec.outputs),
-            metrics_regex=spec.metrics_regex,
-            verify_command=spec.verify_command,
-            created_at=utc_now(),
-        )
+        run = build_run(spec, run_id, name)
         runs.append(run)
         store.events.append("run.added", run=run.id, name=run.name)
     return run
+
+
+def build_run(spec: RunSpec, run_id: str, name: str) -> Run:
+    """A new pending run from what the operator asked for."""
+    return Run(
+        id=run_id,
+        name=name,
+        command=spec.command,
+        project=spec.project,
+        pool=spec.pool,
+        pinned_worker=spec.worker,
+        priority=spec.priority,
+        env=dict(spec.env),
+        workdir=spec.workdir,
+        outputs=list(spec.outputs),
+        metrics_regex=spec.metrics_regex,
+        verify_command=spec.verify_command,
+        created_at=utc_now(),
+    )
 
 
 def find_run(runs: Sequence[Run], ref: str) -> Run:
