@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from runyard.cli import shard_verbs, verbs
+from runyard.cli import alerts_verbs, shard_verbs, verbs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -86,6 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = worker.add_parser("remove", help="remove a worker from workers.yaml")
     p.add_argument("name")
     p.set_defaults(handler=verbs.worker_remove)
+    p = worker.add_parser(
+        "trust", help="record a worker's SSH host key (after checking it out of band)"
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a key runyard recorded before (a rebuilt box)",
+    )
+    p.set_defaults(handler=verbs.worker_trust)
+    p = worker.add_parser(
+        "setup", help="bootstrap a bare worker: folders, tool check, venv, credentials"
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--venv",
+        action="store_true",
+        help="make a venv from the workspace's uv.lock or requirements.txt",
+    )
+    p.add_argument(
+        "--env-file",
+        type=Path,
+        help="KEY=VALUE file streamed to ~/.config/runyard/credentials.env (mode 600)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=verbs.worker_setup)
+
+    p = sub.add_parser("sync", help="push the workspace's code to a worker with rsync")
+    p.add_argument("name")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.set_defaults(handler=verbs.sync)
 
     run = sub.add_parser("run", help="add, list and control runs").add_subparsers(
         dest="run_verb", required=True, parser_class=_Parser
@@ -148,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=verbs.pull)
 
     shard_verbs.register(sub)
+    alerts_verbs.register(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runyard.cli.output import print_json, print_table, warn
 from runyard.cli.verbs import flush_warnings, open_store
@@ -38,7 +38,7 @@ objects merge key-wise. Writes PATH and PATH.sources.json (shard -> run, worker,
 """
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the `shard` and `merge` verbs to runyard's top-level subparsers."""
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(

@@ -180,6 +180,74 @@ def worker_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_trust(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from runyard.core.fleet.ssh_options import SSHClientSettings, trust_host
+
+    store = open_store(args)
+    worker = store.worker(args.name)
+    settings = SSHClientSettings.from_runyard_settings(store.workspace.root, store.settings())
+    trusted = asyncio.run(trust_host(worker, settings, replace=args.replace))
+    state = "recorded" if trusted.newly_recorded else "already trusted"
+    print(
+        f"{worker.worker_id}: {trusted.host}:{trusted.port} {trusted.key_description} — {state} in {trusted.path}"
+    )
+    store.events.append("worker.trusted", worker=worker.worker_id, key=trusted.key_description)
+    return 0
+
+
+def worker_setup(args: argparse.Namespace) -> int:
+    from runyard.core.setup import setup_worker
+
+    store = open_store(args)
+    worker = store.worker(args.name)
+    report = with_fleet(store, lambda fleet: setup_worker(fleet, worker, args.venv, args.env_file))
+    store.events.append("worker.setup", worker=worker.worker_id, ok=report.ok, venv=report.venv)
+    if args.json:
+        print_json(
+            {
+                "name": report.worker,
+                "workspace": report.workspace,
+                "tools": report.tools,
+                "venv": report.venv,
+                "credentials": report.credentials,
+                "problems": report.problems,
+            }
+        )
+        return 0 if report.ok else 1
+    print(f"{report.worker}: workspace {report.workspace}")
+    for tool, version in report.tools.items():
+        print(f"  {tool:<11} {version or 'MISSING'}")
+    if report.venv:
+        print(f"  venv from {report.venv}")
+    if report.credentials:
+        print(
+            f"  credentials: {', '.join(report.credentials)} -> ~/.config/runyard/credentials.env (mode 600)"
+        )
+    for problem in report.problems:
+        print(f"  ! {problem}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def sync(args: argparse.Namespace) -> int:
+    from runyard.core.errors import InputError
+    from runyard.core.fleet.rsync import push_workspace
+
+    store = open_store(args)
+    worker = store.worker(args.name)
+    if worker.is_local:
+        raise InputError(
+            f"{worker.worker_id} is the local worker: it already runs in this workspace"
+        )
+    target = with_fleet(
+        store, lambda fleet: push_workspace(fleet, worker, store.workspace.root, args.exclude)
+    )
+    store.events.append("worker.synced", worker=worker.worker_id)
+    print(f"synced {store.workspace.root} -> {worker.worker_id}:{target}")
+    return 0
+
+
 # ---------------------------------------------------------------- runs
 
 

@@ -223,6 +223,7 @@ class Worker:
     slots: int = 1
     platform: str | None = None
     price_dph: float | None = None
+    trust: str | None = None  # host-key policy: strict | accept-new (else the pool's)
     notes: str = ""
 
     @property
@@ -285,6 +286,7 @@ class Worker:
             slots=read_int(data, "slots", path, default=1, minimum=1) or 1,
             platform=read_str(data, "platform", path),
             price_dph=read_float(data, "price_dph", path),
+            trust=_read_trust(data, path),
             notes=read_str(data, "notes", path, default="") or "",
         )
 
@@ -320,9 +322,18 @@ class Worker:
             out["platform"] = self.platform
         if self.price_dph is not None:
             out["price_dph"] = self.price_dph
+        if self.trust is not None:
+            out["trust"] = self.trust
         if self.notes:
             out["notes"] = self.notes
         return out
+
+
+def _read_trust(data: Mapping[str, Any], path: tuple[str | int, ...]) -> str | None:
+    trust = read_str(data, "trust", path)
+    if trust is not None and trust not in ("strict", "accept-new"):
+        raise FieldError((*path, "trust"), f"must be 'strict' or 'accept-new', not {trust!r}")
+    return trust
 
 
 # ---------------------------------------------------------------- runs

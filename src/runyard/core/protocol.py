@@ -44,7 +44,9 @@ def output_dir_path(workspace: str, run_name: str) -> str:
 # falls back from setsid(1) to python3 or perl when the box lacks util-linux.
 _PRELUDE = r"""
 boot_id() {
-  if [ -r /proc/sys/kernel/random/boot_id ]; then cat /proc/sys/kernel/random/boot_id
+  # RUNYARD_SIM_BOOT_ID_FILE lets the simulated fleet and tests stage a reboot.
+  if [ -n "${RUNYARD_SIM_BOOT_ID_FILE:-}" ] && [ -r "$RUNYARD_SIM_BOOT_ID_FILE" ]; then cat "$RUNYARD_SIM_BOOT_ID_FILE"
+  elif [ -r /proc/sys/kernel/random/boot_id ]; then cat /proc/sys/kernel/random/boot_id
   else sysctl -n kern.boottime 2>/dev/null | tr -d ' \n'; echo; fi
 }
 """
@@ -58,6 +60,7 @@ write_exit() { printf '%s\n' "$1" > "$d/exit_code.tmp" && mv -f "$d/exit_code.tm
 # Survive SIGTERM ourselves so the exit code is still written; the command keeps the
 # default disposition (bash resets trapped signals in children).
 trap ':' TERM INT HUP
+[ -r "$HOME/.config/runyard/credentials.env" ] && source "$HOME/.config/runyard/credentials.env"
 source "$d/env.sh"
 cd -- "$wd" || { echo "runyard: cannot cd to $wd" >&2; write_exit 126; exit 126; }
 bash "$d/command"

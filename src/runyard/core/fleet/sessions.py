@@ -25,6 +25,7 @@ import random
 import shlex
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 
 import asyncssh
 
@@ -32,6 +33,7 @@ from runyard.core.errors import WorkerUnreachable
 from runyard.core.fleet.executor import CommandResult, Executor, LocalExecutor
 from runyard.core.fleet.ssh_options import SSHClientSettings, SSHTarget, build_target
 from runyard.core.models import Worker
+from runyard.core.settings import Settings
 
 _READ_CHUNK = 64 * 1024
 _CLOSE_GRACE_S = 2.0
@@ -80,7 +82,7 @@ def backoff_delay(
     """
     if failures <= 0 or base <= 0:
         return 0.0
-    step = min(cap, base * 2 ** (failures - 1))
+    step = min(cap, base * 2.0 ** (failures - 1))
     return step / 2 + step / 2 * jitter()
 
 
@@ -191,8 +193,10 @@ class _WorkerSession:
             return process
 
     async def close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
+        connecting = self._connecting
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.wait([connecting])
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -218,6 +222,12 @@ class SessionPool:
     def __init__(self, settings: SSHClientSettings | None = None) -> None:
         self.settings = settings or SSHClientSettings()
         self._sessions: dict[str, _WorkerSession] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, workspace: Path, settings: Settings) -> SessionPool:
+        """A pool configured by a workspace's runyard.yaml (`ssh:` section)."""
+        return cls(SSHClientSettings.from_runyard_settings(workspace, settings))
 
     async def __aenter__(self) -> SessionPool:
         return self
@@ -237,8 +247,10 @@ class SessionPool:
         return session
 
     def _retire(self, session: _WorkerSession) -> None:
+        """Close a session whose worker entry changed, without making the caller wait."""
         task = asyncio.create_task(session.close())
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def connect(self, worker: Worker) -> None:
         """Open `worker`'s connection now (commands open it lazily otherwise)."""
@@ -270,9 +282,11 @@ class SessionPool:
         """Run `script` with bash on `worker`, feeding `stdin`; exact bytes back.
 
         `timeout` (default: settings.command_timeout) bounds the whole call, connecting
-        included (a connect is also bounded by settings.connect_timeout). On timeout the
-        remote command is sent SIGKILL (best effort: sshd refuses signals to some
-        sessions) and its channel closed.
+        included (a connect is also bounded by settings.connect_timeout). On timeout, or
+        when the caller is cancelled, the remote command is sent SIGKILL and its channel
+        closed. That kill is best effort: OpenSSH honours signal requests only for
+        non-root logins, so a probe that may hang (nvidia-smi on a wedged GPU) should
+        bound itself too (`timeout 10 nvidia-smi ...`).
         """
         session = self._session(worker)
         limit = self.settings.command_timeout if timeout is None else timeout
@@ -369,7 +383,7 @@ class SessionPool:
     async def close(self) -> None:
         """Close every connection (waits briefly for each to say goodbye)."""
         sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(session.close() for session in sessions))
+        await asyncio.gather(*(session.close() for session in sessions), *self._retiring)
 
 
 def _name(worker: Worker | str) -> str:
@@ -403,18 +417,15 @@ async def probe_many(
 ) -> dict[str, CommandResult | WorkerUnreachable]:
     """Run `script` on every worker at once; each worker's answer or why it gave none.
 
-    `timeout` bounds each worker's whole probe (connect included); by default the pool's
-    connect and command timeouts apply. A dead worker costs the others nothing.
+    `timeout` bounds each worker's whole probe, connecting included (by default the
+    pool's connect and command timeouts apply); a dead worker costs the others nothing.
     """
 
     async def probe(worker: Worker) -> CommandResult | WorkerUnreachable:
         try:
-            async with asyncio.timeout(timeout):
-                return await pool.executor(worker).run(script, timeout=timeout)
+            return await pool.executor(worker).run(script, timeout=timeout)
         except WorkerUnreachable as exc:
             return exc
-        except TimeoutError:
-            return WorkerUnreachable(worker.worker_id, f"no answer within {timeout:g}s")
 
     workers = list(workers)
     results = await asyncio.gather(*(probe(worker) for worker in workers))

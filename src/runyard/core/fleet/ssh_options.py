@@ -36,6 +36,7 @@ import asyncssh
 
 from runyard.core.errors import InputError, WorkerUnreachable
 from runyard.core.models import Worker
+from runyard.core.settings import Settings
 
 DEFAULT_SSH_PORT = 22
 
@@ -259,7 +260,30 @@ class SSHClientSettings:
         """
         return cls(known_hosts=KnownHostsFiles.for_workspace(workspace))
 
+    @classmethod
+    def from_runyard_settings(cls, workspace: Path, settings: Settings) -> SSHClientSettings:
+        """What a workspace's runyard.yaml `ssh:` section asks for.
+
+        `ssh.known_hosts` replaces the operator's ~/.ssh/known_hosts (relative paths are
+        relative to the workspace); runyard's own file is always the workspace's.
+        """
+        ssh = settings.ssh
+        user_file: Path | None = None
+        if ssh.known_hosts:
+            user_file = Path(workspace) / Path(ssh.known_hosts).expanduser()
+        return cls(
+            known_hosts=KnownHostsFiles.for_workspace(workspace, user_file=user_file),
+            default_trust=TrustPolicy.parse(ssh.trust, where="runyard.yaml: ssh.trust"),
+            pool_trust={
+                pool: TrustPolicy.parse(policy, where=f"runyard.yaml: ssh.pool_trust.{pool}")
+                for pool, policy in ssh.pool_trust.items()
+            },
+            connect_timeout=ssh.connect_timeout,
+            command_timeout=ssh.command_timeout,
+        )
+
     def trust_for(self, worker: Worker) -> TrustPolicy:
+        """The worker's own `trust` (workers.yaml), else its pool's, else the default."""
         own = getattr(worker, "trust", None)
         if own:
             return TrustPolicy.parse(own, where=f"worker {worker.worker_id}: trust")

@@ -8,14 +8,14 @@ that touch only local workers (and every file-only verb) never load it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runyard.core.fleet.executor import Executor, LocalExecutor
 from runyard.core.models import Worker
 from runyard.core.settings import Settings
 
 if TYPE_CHECKING:
-    pass
+    from runyard.core.fleet.sessions import SessionPool
 
 
 class Fleet:
@@ -25,7 +25,7 @@ class Fleet:
         self.root = root
         self.settings = settings
         self._local: dict[str, LocalExecutor] = {}
-        self._pool: Any = None
+        self._pool: SessionPool | None = None
 
     def workspace_path(self, worker: Worker) -> str:
         """The worker's workspace as the worker's shell should see it."""
@@ -40,7 +40,7 @@ class Fleet:
             return self._local[worker.worker_id]
         return self.ssh_pool().executor(worker)
 
-    def ssh_pool(self) -> Any:
+    def ssh_pool(self) -> SessionPool:
         if self._pool is None:
             from runyard.core.fleet.sessions import SessionPool  # lazy: asyncssh is heavy
 
