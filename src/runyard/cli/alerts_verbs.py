@@ -6,12 +6,13 @@ Exit 0 when nothing is critical, 1 otherwise, so `runyard alerts || notify` work
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from runyard.cli.output import print_json, print_table
 from runyard.cli.verbs import flush_warnings, open_store, with_fleet
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the `alerts` verb to the top-level subparsers."""
     p = sub.add_parser(
         "alerts", help="patrol the fleet: disk, inodes, idle GPUs, zombies, stale logs, reboots"
