@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from runyard.core.protocol import (
     build_cancel,
     build_check,
     build_log_snapshot,
+    build_log_stream,
     build_log_tail,
     parse_check,
     parse_log_snapshot,
@@ -97,6 +99,15 @@ async def _follow(
     )
     if first:
         yield first
+    stream = getattr(executor, "stream", None)
+    if stream is not None and run.pid is not None:
+        # Push, not poll: `tail -F --pid` over the open connection ends with the run.
+        async with contextlib.aclosing(
+            stream(build_log_stream(run_dir, offset, run.pid))
+        ) as chunks:
+            async for chunk in chunks:
+                offset += len(chunk)
+                yield chunk
     while True:
         chunk = await executor.run(build_log_tail(run_dir, offset=offset))
         if chunk.stdout:

@@ -340,6 +340,18 @@ def build_log_tail(run_dir: str, lines: int | None = None, offset: int | None = 
     return f"[ -f {log} ] && tail -n {int(lines)} {log}; true"
 
 
+def build_log_stream(run_dir: str, offset: int, pid: int) -> str:
+    """Stream the log from byte `offset` until the run's process exits (GNU tail only).
+
+    Where tail lacks `--pid` (BSD), it prints nothing and exits; callers then poll.
+    """
+    log = sh_path(run_dir) + "/log"
+    return (
+        "tail --version 2>/dev/null | grep -q GNU || exit 0\n"
+        f"exec tail -c +{int(offset) + 1} -F --pid={int(pid)} {log} 2>/dev/null"
+    )
+
+
 def build_log_snapshot(run_dir: str, lines: int | None) -> str:
     """The log's size on one line, then its last `lines` lines up to exactly that size.
 

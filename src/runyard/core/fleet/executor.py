@@ -7,7 +7,9 @@ through an `Executor`, so a local worker and an SSH worker follow the same code 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +42,12 @@ class Executor(Protocol):
     ) -> CommandResult: ...
 
 
+class StreamingExecutor(Executor, Protocol):
+    """An executor that can also hand back a script's output as it arrives (log follow)."""
+
+    def stream(self, script: str) -> AsyncIterator[bytes]: ...
+
+
 class LocalExecutor:
     """Runs scripts on this machine with `bash -c`; the local worker's transport."""
 
@@ -70,3 +78,26 @@ class LocalExecutor:
             await proc.wait()
             raise WorkerUnreachable(self.name, f"script timed out after {timeout:g}s") from exc
         return CommandResult(proc.returncode if proc.returncode is not None else -1, out, err)
+
+    async def stream(self, script: str) -> AsyncIterator[bytes]:
+        """Yield stdout chunks until the script exits; closing the generator kills it."""
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            script,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        try:
+            while chunk := await proc.stdout.read(65536):
+                yield chunk
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                await proc.wait()

@@ -411,6 +411,10 @@ class SSHExecutor:
     ) -> CommandResult:
         return await self._pool.run(self._worker, script, stdin, timeout)
 
+    def stream(self, script: str) -> AsyncIterator[bytes]:
+        """The script's output as it arrives, over the pooled connection."""
+        return self._pool.stream(self._worker, script)
+
 
 async def probe_many(
     pool: SessionPool, workers: Iterable[Worker], script: str, timeout: float | None = None
