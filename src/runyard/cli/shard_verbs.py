@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runyard.cli.output import print_json, print_table, warn
-from runyard.cli.verbs import flush_warnings, open_store
+from runyard.cli.verbs import flush_warnings, open_store, run_spec_from_args
 
 if TYPE_CHECKING:
     from runyard.core.shard import Roster
@@ -90,23 +90,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def shard(args: argparse.Namespace) -> int:
     import shlex
 
-    from runyard.core.runs import RunSpec, parse_env_assignments
     from runyard.core.shard import add_shards
 
     store = open_store(args)
     command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
-    base = RunSpec(
-        command=command,
-        name=args.name,
-        project=args.project,
-        pool=args.pool,
-        priority=args.priority,
-        env=parse_env_assignments(args.env),
-        workdir=args.workdir,
-        outputs=args.outputs,
-        metrics_regex=args.metrics_regex,
-        verify_command=args.verify_command,
-    )
+    base = run_spec_from_args(args, command)
     group = add_shards(store, base, args.shards, per_host=not args.no_pin)
     flush_warnings(store)
     map_path = group.map_path.relative_to(store.workspace.root)

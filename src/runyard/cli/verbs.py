@@ -12,6 +12,7 @@ from runyard.cli.output import format_metrics, print_json, print_table, warn
 
 if TYPE_CHECKING:
     from runyard.core.fleet.transports import Fleet
+    from runyard.core.runs import RunSpec
     from runyard.core.store.workspace_store import WorkspaceStore
 
 T = TypeVar("T")
@@ -251,16 +252,16 @@ def sync(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- runs
 
 
-def run_add(args: argparse.Namespace) -> int:
-    from runyard.core.runs import RunSpec, add_run, parse_env_assignments
+def run_spec_from_args(args: argparse.Namespace, command: str) -> RunSpec:
+    """The RunSpec behind `run add` and `shard`, from their shared flags."""
+    from runyard.core.runs import RunSpec, parse_env_assignments
 
-    store = open_store(args)
-    spec = RunSpec(
-        command=args.command,
+    return RunSpec(
+        command=command,
         name=args.name,
         project=args.project,
         pool=args.pool,
-        worker=args.worker,
+        worker=getattr(args, "worker", None),
         priority=args.priority,
         env=parse_env_assignments(args.env),
         workdir=args.workdir,
@@ -268,7 +269,13 @@ def run_add(args: argparse.Namespace) -> int:
         metrics_regex=args.metrics_regex,
         verify_command=args.verify_command,
     )
-    run = add_run(store, spec)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from runyard.core.runs import add_run
+
+    store = open_store(args)
+    run = add_run(store, run_spec_from_args(args, args.command))
     flush_warnings(store)
     print(f"queued {run.name} {run.id}")
     return 0
