@@ -39,17 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("console", help="open the console (the default verb)")
     p.set_defaults(handler=verbs.console)
 
-    p = sub.add_parser("demo", help="the local-first tour on a fresh demo workspace")
+    p = sub.add_parser(
+        "demo", help="a SIMULATED loopback GPU fleet, a workspace wired to it, then the console"
+    )
     p.add_argument("--dir", default="demo-workspace", help="where to make the demo workspace")
     p.add_argument("--fresh", action="store_true", help="start from an empty demo workspace")
+    p.add_argument("--workers", type=int, default=None, help="simulated SSH workers (default 4)")
     p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="simulated workers (the SSH fleet is a later milestone)",
-    )
-    p.add_argument(
-        "--headless", action="store_true", help="no console (the console is a later milestone)"
+        "--headless",
+        action="store_true",
+        help="serve the fleet and print the workspace path (for scripts and benchmarks)",
     )
     p.set_defaults(handler=verbs.demo)
 

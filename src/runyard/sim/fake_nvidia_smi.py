@@ -442,7 +442,8 @@ def write_fake_nvidia_smi(
     if fault is not None:
         lines.append(f"export {FAULT_ENV}={shlex.quote(fault)}")
     script = shlex.quote(str(Path(__file__).resolve()))
-    lines.append(f'exec {shlex.quote(sys.executable)} {script} "$@"')
+    # -S: the fake needs only the stdlib, and skipping site-packages halves its start-up.
+    lines.append(f'exec {shlex.quote(sys.executable)} -S {script} "$@"')
     shim = bin_dir / "nvidia-smi"
     shim.write_text("\n".join(lines) + "\n", encoding="utf-8")
     shim.chmod(0o755)

@@ -157,7 +157,9 @@ _ry_mark probe __VERSION__
 
 _PROBE_HOST_SECTIONS = r"""
 _ry_mark section boot_id
-if [ -r /proc/sys/kernel/random/boot_id ]; then
+if [ -n "${RUNYARD_SIM_BOOT_ID_FILE:-}" ] && [ -r "$RUNYARD_SIM_BOOT_ID_FILE" ]; then
+  printf '%s\n' "$(< "$RUNYARD_SIM_BOOT_ID_FILE")"  # a simulated worker (see core/protocol.py)
+elif [ -r /proc/sys/kernel/random/boot_id ]; then
   printf '%s\n' "$(< /proc/sys/kernel/random/boot_id)"
 else
   sysctl -n kern.boottime 2>/dev/null
