@@ -15,6 +15,7 @@ fleet serves until SIGINT or SIGTERM (for scripts, benchmarks and tests).
 from __future__ import annotations
 
 import argparse
+import importlib
 import asyncio
 import io
 import shutil
@@ -127,9 +128,10 @@ def _console() -> Callable[..., int] | None:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         return None
     try:
-        from runyard.tui.app import run_console
+        module = importlib.import_module("runyard.tui.app")
     except ImportError:
         return None
+    run_console: Callable[..., int] = module.run_console
     return run_console
 
 
