@@ -15,8 +15,8 @@ fleet serves until SIGINT or SIGTERM (for scripts, benchmarks and tests).
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
+import importlib
 import io
 import shutil
 import signal
