@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runyard.cli import alerts_verbs, shard_verbs, verbs
+from runyard.cli import alerts_verbs, shard_verbs, vast_verbs, verbs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="SSH host or ~/.ssh/config alias")
     where.add_argument("--local", action="store_true", help="this machine")
+    where.add_argument(
+        "--vast-instance",
+        type=int,
+        metavar="ID",
+        help="a live Vast instance: host and port from it",
+    )
     p.add_argument("--port", type=int)
     p.add_argument("--user")
     p.add_argument("--key", help="private key file")
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     shard_verbs.register(sub)
     alerts_verbs.register(sub)
+    vast_verbs.register(sub)
     return parser
 
 

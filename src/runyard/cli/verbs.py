@@ -51,12 +51,15 @@ def with_fleet(store: WorkspaceStore, body: Callable[[Fleet], Awaitable[T]]) -> 
 
 
 def console(args: argparse.Namespace) -> int:
+    """The default verb: open the Textual console on the workspace."""
+    import importlib
+
     store = open_store(args)
-    sys.stderr.write(
-        f"runyard: workspace {store.workspace.root}\n"
-        "runyard: the console is not built yet; use the CLI verbs (`runyard --help`).\n"
-    )
-    return 1
+    store.settings()  # a malformed runyard.yaml is reported here, before the screen opens
+    flush_warnings(store)
+    # Imported only here, so no other verb ever loads Textual.
+    run_console: Callable[..., int] = importlib.import_module("runyard.tui.app").run_console
+    return run_console(store.workspace)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -82,6 +85,10 @@ def init(args: argparse.Namespace) -> int:
 
 
 def worker_add(args: argparse.Namespace) -> int:
+    if getattr(args, "vast_instance", None) is not None:
+        from runyard.cli.vast_verbs import worker_add_from_vast
+
+        return worker_add_from_vast(args)
     from runyard.core.models import SSHSettings, Worker
     from runyard.core.workers import add_worker
 

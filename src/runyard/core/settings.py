@@ -55,6 +55,8 @@ class Settings:
     ssh: SSHDefaults = field(default_factory=SSHDefaults)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     runs: RunSettings = field(default_factory=RunSettings)
+    # Typed and checked by runyard.core.providers.vast.settings (line-accurate errors there).
+    vast: dict[str, Any] = field(default_factory=dict)
 
 
 T = TypeVar("T")

@@ -117,6 +117,8 @@ def platform_of(worker: Worker) -> str:
     """The worker's platform profile name: its `platform`, else local or generic-ssh."""
     if worker.platform:
         return worker.platform
+    if worker.instance_id is not None:
+        return "vast"  # research-os files: an instance_id without a platform is a Vast box
     return "local" if worker.is_local else "generic-ssh"
 
 
