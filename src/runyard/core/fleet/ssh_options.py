@@ -115,6 +115,20 @@ def runyard_known_hosts_path(workspace: Path) -> Path:
     return Path(workspace) / ".runyard" / "known_hosts"
 
 
+_KNOWN_HOSTS_CACHE: dict[tuple[tuple[str, int, int], ...], asyncssh.SSHKnownHosts] = {}
+
+# AES-GCM first: with AES-NI it costs the client about half of chacha20-poly1305's CPU per
+# packet (measured by bench/fleet_refresh.py); the rest keep any OpenSSH server reachable.
+PREFERRED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+
+
 @dataclass(frozen=True)
 class KnownHostsFiles:
     """Where host keys are trusted from, and where newly trusted ones are written.
@@ -149,17 +163,35 @@ class KnownHostsFiles:
         return path
 
     def load(self) -> asyncssh.SSHKnownHosts:
-        """Parse every file (hashed entries included) into one asyncssh matcher."""
-        known = asyncssh.SSHKnownHosts()
+        """Parse every file (hashed entries included) into one asyncssh matcher.
+
+        Parsed once per file version (path, mtime, size): a fleet of N workers connecting
+        at once would otherwise parse the whole file N times. A key another process
+        records changes the version, so it is honoured on the next connect.
+        """
+        versions: list[tuple[str, int, int]] = []
         for path in self.paths:
             try:
-                text = path.read_text(encoding="utf-8")
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            versions.append((str(path), info.st_mtime_ns, info.st_size))
+        key = tuple(versions)
+        cached = _KNOWN_HOSTS_CACHE.get(key)
+        if cached is not None:
+            return cached
+        known = asyncssh.SSHKnownHosts()
+        for path_text, _, _ in versions:
+            try:
+                text = Path(path_text).read_text(encoding="utf-8")
             except FileNotFoundError:
                 continue
             try:
                 known.load(text)
             except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
+                raise ValueError(f"{path_text}: {exc}") from None
+        _KNOWN_HOSTS_CACHE.clear()
+        _KNOWN_HOSTS_CACHE[key] = known
         return known
 
     def match(self, host: str, addr: str, port: int | None) -> _KnownHostsMatch:
@@ -495,6 +527,7 @@ def build_target(worker: Worker, settings: SSHClientSettings) -> SSHTarget:
             login_timeout=settings.connect_timeout,
             keepalive_interval=settings.keepalive_interval,
             keepalive_count_max=settings.keepalive_count_max,
+            encryption_algs=list(PREFERRED_CIPHERS),
             encoding=None,
             **overrides,
         )
