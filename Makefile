@@ -35,6 +35,8 @@ unit: setup
 
 bench: setup
 	$(RUN) python bench/queue_scale.py
+	$(RUN) python bench/reconcile.py
+	$(RUN) python bench/fleet_refresh.py --quick
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
