@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.core.errors import RunyardError
+from runyard.core.fleet.executor import CommandResult
 from runyard.core.fleet.telemetry import (
     WorkerSnapshot,
     build_probe_script,
@@ -26,7 +27,10 @@ async def probe_worker(
     script = build_probe_script(fleet.workspace_path(worker), worker.health.heartbeat_command)
     start = time.perf_counter()
     try:
-        result = await fleet.executor(worker).run(script, timeout=timeout)
+        executor = fleet.executor(worker)
+        # SSH workers answer short scripts through a persistent shell (sessions.run_short).
+        run = getattr(executor, "run_short", executor.run)
+        result: CommandResult = await run(script, timeout=timeout)
     except RunyardError as exc:
         return None, None, str(exc)
     latency_ms = (time.perf_counter() - start) * 1000

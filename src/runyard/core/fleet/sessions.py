@@ -11,6 +11,10 @@ worker has its own connect and command timeouts, so one dead box never delays th
 Remote commands run as `exec bash --noprofile --norc -c <quoted script>`, so the worker's
 login shell (fish, zsh, ...) only has to parse one quoted word.
 
+Short scripts (telemetry probes, check) can instead go through `SessionPool.run_short`: one
+long-lived bash per worker reads framed requests on its stdin, which saves the channel
+open/exec/exit/EOF/close round of packets that dominates the client's CPU per probe.
+
 Exit status: what the script exited with; when the remote process was killed by a signal
 and sshd reports that signal, the negative signal number (-9 for SIGKILL), as
 `subprocess` does. A shell between the process and sshd reports 128+N instead, as bash
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import shlex
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -38,6 +43,33 @@ from runyard.core.settings import Settings
 _READ_CHUNK = 64 * 1024
 _CLOSE_GRACE_S = 2.0
 _CHANNEL_RETRY_S = 5.0
+
+# The persistent shell's server side (see `_Shell`). A request is `<token> <nbytes>\n` and
+# nbytes of script (LC_ALL=C so `read -N` counts bytes; the script gets the login locale
+# back). The script runs in a subshell, so `exit` ends only it, with stdin from /dev/null
+# and stderr in a temp file; the answer is its stdout, then `\n<token> END <rc> <len>\n`
+# and `len` bytes of stderr. `wc`/`cat` only run when there was stderr.
+_SHELL_LOOP = r"""
+_ry_err=$(mktemp "${TMPDIR:-/tmp}/runyard-sh.XXXXXX") || exit 97
+trap 'rm -f -- "$_ry_err"' EXIT
+_ry_lc=${LC_ALL+set:$LC_ALL}
+LC_ALL=C
+while IFS=' ' read -r _ry_tok _ry_n && read -r -N "$_ry_n" _ry_s; do
+  (
+    _ry_tok=
+    if [ -n "$_ry_lc" ]; then LC_ALL=${_ry_lc#set:}; else unset LC_ALL; fi
+    eval "$_ry_s"
+  ) </dev/null 2>"$_ry_err"
+  _ry_rc=$?
+  if [ -s "$_ry_err" ]; then
+    _ry_len=$(wc -c <"$_ry_err")
+    printf '\n%s END %d %d\n' "$_ry_tok" "$_ry_rc" "$((_ry_len))"
+    cat -- "$_ry_err"
+  else
+    printf '\n%s END %d 0\n' "$_ry_tok" "$_ry_rc"
+  fi
+done
+"""
 
 
 def remote_command(script: str) -> str:
@@ -90,6 +122,64 @@ class _ChannelNotOpened(Exception):
     """The connection was found closed before the channel opened: the command never ran."""
 
 
+class _ShellDied(Exception):
+    """The persistent shell's channel ended before it answered a request."""
+
+
+class _Shell:
+    """One worker's long-lived bash answering framed requests (`_SHELL_LOOP`).
+
+    Not safe for concurrent requests: `_WorkerSession.shell_lock` serialises them.
+    """
+
+    def __init__(
+        self, conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes]
+    ) -> None:
+        self.conn = conn
+        self.process = process
+
+    def usable_on(self, conn: asyncssh.SSHClientConnection | None) -> bool:
+        """Whether the shell still runs on `conn`, the worker's live connection."""
+        process = self.process
+        return (
+            conn is self.conn
+            and process.returncode is None
+            and not process.is_closing()
+            and not process.stdout.at_eof()
+        )
+
+    async def request(self, script: str) -> CommandResult:
+        """Run `script` in the shell; byte-exact stdout and stderr, and its exit status.
+
+        The end marker carries a random token sent with this request only, so no output of
+        the script (nor of an earlier one) can be taken for it.
+        """
+        token = secrets.token_hex(16).encode()
+        body = script.encode() + b"\n"
+        self.process.stdin.write(b"%s %d\n%s" % (token, len(body), body))
+        marker = b"\n" + token + b" END "
+        buf = bytearray()
+        start = 0
+        while (end := buf.find(marker, start)) < 0:
+            start = max(0, len(buf) - len(marker) + 1)
+            buf += await self._read()
+        stdout = bytes(buf[:end])
+        del buf[: end + len(marker)]
+        while (newline := buf.find(b"\n")) < 0:
+            buf += await self._read()
+        status, stderr_len = (int(field) for field in buf[:newline].split())
+        del buf[: newline + 1]
+        while len(buf) < stderr_len:
+            buf += await self._read()
+        return CommandResult(status, stdout, bytes(buf[:stderr_len]))
+
+    async def _read(self) -> bytes:
+        chunk = await self.process.stdout.read(_READ_CHUNK)
+        if not chunk:
+            raise _ShellDied("the shell's channel closed")
+        return chunk
+
+
 class _WorkerSession:
     """One worker's connection, its reconnect state, and its channel limit."""
 
@@ -106,6 +196,19 @@ class _WorkerSession:
         self.channels = asyncio.Semaphore(settings.max_channels)
         self.latency_ms: float | None = None
         self.connections_opened = 0
+        self.shell: _Shell | None = None
+        self.shell_lock = asyncio.Lock()
+        self.shell_broken = False  # it died twice on a live connection: use channels
+
+    def discard_shell(self, kill: bool = False) -> None:
+        """Close the persistent shell (SIGKILL first with `kill`) and free its channel."""
+        shell, self.shell = self.shell, None
+        if shell is not None:
+            if kill:
+                _kill(shell.process)
+            else:
+                shell.process.close()
+            self.channels.release()
 
     def live_connection(self) -> asyncssh.SSHClientConnection | None:
         if self._conn is not None and not self._conn.is_closed():
@@ -193,6 +296,7 @@ class _WorkerSession:
             return process
 
     async def close(self) -> None:
+        self.discard_shell()
         connecting = self._connecting
         if connecting is not None:
             connecting.cancel()
@@ -318,6 +422,82 @@ class SessionPool:
             )
         return CommandResult(status, stdout, stderr)
 
+    async def run_short(
+        self, worker: Worker, script: str, timeout: float | None = None
+    ) -> CommandResult:
+        """`run` without stdin, through the worker's persistent shell: for short, idempotent
+        scripts run often (probes, check), where a channel per command costs the client
+        more CPU than the script's own bytes.
+
+        Differences from `run`: the script runs in a subshell of that shell (`$$` is the
+        shell's pid, a kill signal shows as 128+N), its stdin is /dev/null, and it must not
+        leave background jobs writing to stdout. Requests on one worker queue behind each
+        other. On timeout or cancel the shell is killed and the next request opens another.
+        A shell found dead is replaced, and a request it died in is run once more, so the
+        script must be safe to repeat. Falls back to `run` when `settings.persistent_shell`
+        is off, when the connection allows a single channel, or when the worker's shell
+        keeps dying on a live connection (say, no writable temp dir).
+        """
+        session = self._session(worker)
+        limit = self.settings.command_timeout if timeout is None else timeout
+        if (
+            not self.settings.persistent_shell
+            or self.settings.max_channels < 2
+            or session.shell_broken
+        ):
+            return await self.run(worker, script, timeout=limit)
+        deadline = time.monotonic() + limit
+        try:
+            async with asyncio.timeout(limit), session.shell_lock:
+                result = await self._shell_request(session, script)
+        except TimeoutError:
+            raise WorkerUnreachable(
+                session.name, f"command or shell open timed out after {limit:g}s"
+            ) from None
+        if result is not None:
+            return result
+        session.shell_broken = True
+        return await self.run(worker, script, timeout=max(deadline - time.monotonic(), 0.001))
+
+    async def _shell_request(self, session: _WorkerSession, script: str) -> CommandResult | None:
+        """`script` through the session's shell (its lock held), reopening a dead shell once;
+        None when the fresh shell died too while the connection stayed up."""
+        for _attempt in (1, 2):
+            shell = await self._shell(session)
+            try:
+                return await shell.request(script)
+            except _ShellDied:
+                session.discard_shell()
+                if session.live_connection() is not shell.conn:
+                    raise WorkerUnreachable(session.name, "connection lost while running") from None
+            except (asyncssh.Error, OSError) as exc:
+                session.discard_shell()
+                raise WorkerUnreachable(
+                    session.name, f"connection lost while running: {exc}"
+                ) from exc
+            except BaseException:  # cancelled, by the timeout too: the answer is half read
+                session.discard_shell(kill=True)
+                raise
+        return None
+
+    async def _shell(self, session: _WorkerSession) -> _Shell:
+        """The worker's persistent shell, (re)opened if missing or dead; holds one channel."""
+        shell = session.shell
+        if shell is not None and shell.usable_on(session.live_connection()):
+            return shell
+        session.discard_shell()
+        async with contextlib.AsyncExitStack() as undo:
+            await session.channels.acquire()
+            undo.callback(session.channels.release)
+            process = await self._start(session, remote_command(_SHELL_LOOP))
+            conn = session.live_connection()
+            if conn is None:
+                process.close()
+                raise WorkerUnreachable(session.name, "connection lost while opening a shell")
+            undo.pop_all()
+        session.shell = _Shell(conn, process)
+        return session.shell
+
     async def _start(
         self, session: _WorkerSession, command: str
     ) -> asyncssh.SSHClientProcess[bytes]:
@@ -410,6 +590,10 @@ class SSHExecutor:
         self, script: str, stdin: bytes = b"", timeout: float | None = None
     ) -> CommandResult:
         return await self._pool.run(self._worker, script, stdin, timeout)
+
+    async def run_short(self, script: str, timeout: float | None = None) -> CommandResult:
+        """A short, repeatable script through the worker's persistent shell (probes)."""
+        return await self._pool.run_short(self._worker, script, timeout)
 
     def stream(self, script: str) -> AsyncIterator[bytes]:
         """The script's output as it arrives, over the pooled connection."""

@@ -283,6 +283,9 @@ class SSHClientSettings:
     reconnect_backoff: float = 0.5
     reconnect_backoff_max: float = 30.0
     max_channels: int = 8  # OpenSSH's MaxSessions is 10 per connection by default
+    # Short scripts (probes, check) go through one long-lived bash per worker; see
+    # sessions.SessionPool.run_short. It holds one of the connection's max_channels.
+    persistent_shell: bool = True
 
     @classmethod
     def for_workspace(cls, workspace: Path) -> SSHClientSettings:
