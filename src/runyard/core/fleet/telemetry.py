@@ -9,6 +9,7 @@ everything nvidia-smi prints across drivers and GPU generations.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Sequence
@@ -301,6 +302,18 @@ _INTEGER = re.compile(r"^[-+]?\d+$")
 
 def parse_measurement(text: str) -> Measurement:
     """A number from nvidia-smi, with or without units ("250.00 W"); None for [N/A] and kin."""
+    # Fast path: `nounits` output is a bare number, and this runs for every field of every
+    # GPU of every worker each tick. int() and float() ignore surrounding whitespace.
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) else None
     match = _NUMBER.match(text)
     if match is None:
         return None
