@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runyard.cli import alerts_verbs, shard_verbs, vast_verbs, verbs
+from runyard.cli import alerts_verbs, shard_verbs, teardown_verbs, vast_verbs, verbs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = worker.add_parser("remove", help="remove a worker from workers.yaml")
     p.add_argument("name")
     p.set_defaults(handler=verbs.worker_remove)
+    teardown_verbs.register(worker)
     p = worker.add_parser(
         "trust", help="record a worker's SSH host key (after checking it out of band)"
     )

@@ -8,7 +8,7 @@ lock, so a retried launch never starts a run twice), then record pids under the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from runyard.core.errors import InputError, RunyardError
@@ -34,11 +34,13 @@ def plan_dispatch(
     default_pool: str,
     pool: str | None = None,
     skip_workers: frozenset[str] = frozenset(),
+    run_ids: Collection[str] | None = None,
 ) -> list[Assignment]:
     """Assign pending runs to free worker slots: highest priority first, then oldest.
 
     A pinned run waits for its worker; a run with no pool goes to the default pool. Among
-    eligible workers the one with the most free slots wins, so runs spread out.
+    eligible workers the one with the most free slots wins, so runs spread out. `run_ids`
+    limits the plan to a selection (the console's marked runs).
     """
     usable = [w for w in workers if w.enabled and w.worker_id not in skip_workers]
     free: dict[str, int] = {w.worker_id: w.slots for w in usable}
@@ -48,7 +50,9 @@ def plan_dispatch(
     by_pool: dict[str, list[Worker]] = {}
     for worker in usable:
         by_pool.setdefault(worker.worker_pool, []).append(worker)
-    pending = [r for r in runs if r.status == RunStatus.PENDING]
+    pending = [
+        r for r in runs if r.status == RunStatus.PENDING and (run_ids is None or r.id in run_ids)
+    ]
     # A stable sort: runs queued within the same second keep queue order (oldest first).
     pending.sort(key=lambda r: (-r.priority, r.created_at))
     plan: list[Assignment] = []
@@ -84,19 +88,27 @@ class DispatchOutcome:
 
 
 async def dispatch(
-    store: WorkspaceStore, fleet: Fleet, pool: str | None = None, dry_run: bool = False
+    store: WorkspaceStore,
+    fleet: Fleet,
+    pool: str | None = None,
+    dry_run: bool = False,
+    run_ids: Collection[str] | None = None,
 ) -> list[DispatchOutcome]:
     settings = store.settings()
     workers = {w.worker_id: w for w in store.workers()}
     if pool is not None and not any(w.worker_pool == pool for w in workers.values()):
         raise InputError(f"no worker in pool {pool!r} (see `runyard worker list`)")
     if dry_run:
-        plan = plan_dispatch(store.runs(), list(workers.values()), settings.default_pool, pool)
+        plan = plan_dispatch(
+            store.runs(), list(workers.values()), settings.default_pool, pool, run_ids=run_ids
+        )
         return [DispatchOutcome(a.run_id, a.run_name, a.worker, ok=True) for a in plan]
 
     requests: dict[str, tuple[Worker, LaunchRequest]] = {}
     with store.queue_transaction() as runs:
-        plan = plan_dispatch(runs, list(workers.values()), settings.default_pool, pool)
+        plan = plan_dispatch(
+            runs, list(workers.values()), settings.default_pool, pool, run_ids=run_ids
+        )
         by_id = {run.id: run for run in runs}
         # Every secret first: a missing one stops the dispatch before any run moves (and
         # before the events log records a dispatch that never happens).

@@ -1,0 +1,298 @@
+"""`ConsoleController`: runs `ConsoleServices` calls in Textual workers and posts the results.
+
+Screens never touch files or workers: they call a method here, which starts a worker (one
+exclusive group per kind of work, so a slow worker never stacks up refreshes) and posts a
+message with what the core returned. Every failure becomes a `Notice`, so a worker that is
+down or a queue edited badly by hand shows as a toast, and the console keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from textual.worker import Worker as TextualWorker
+
+from runyard.core.attach import run_interactive
+from runyard.core.errors import RunyardError
+from runyard.core.models import Run, Worker
+from runyard.core.runs import RunSpec
+from runyard.core.teardown import TeardownAction
+from runyard.tui.messages import (
+    AlertsFound,
+    FleetProbed,
+    GpuOwnersFound,
+    LogBatch,
+    LogFollowStopped,
+    Notice,
+    RunsChecked,
+    RunsLoaded,
+    TeardownDone,
+    TeardownPlanned,
+    WorkersLoaded,
+)
+from runyard.tui.services import ConsoleServices
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+# How often a followed log is read: each read returns everything new (bounded), so a run
+# printing 10,000 lines a second costs four messages a second, not 10,000.
+LOG_POLL_SECONDS = 0.25
+
+
+class ConsoleController:
+    """The console's actions and refresh loops, as Textual workers over `ConsoleServices`."""
+
+    def __init__(self, app: App[Any], services: ConsoleServices) -> None:
+        self.app = app
+        self.services = services
+        self.workers: list[Worker] = []
+        self.auto_dispatch = False
+        self.errors: list[str] = []  # every failure noticed, newest last (tests read it)
+        self.log_poll_seconds = LOG_POLL_SECONDS
+
+    # ------------------------------------------------------------ plumbing
+
+    def _post(self, message: Any) -> None:
+        self.app.post_message(message)
+
+    def _fail(self, text: str) -> None:
+        self.errors.append(text)
+        self._post(Notice(text, "error"))
+
+    def _start(
+        self,
+        body: Callable[[], Awaitable[None]],
+        group: str,
+        *,
+        exclusive: bool = False,
+        skip_if_busy: bool = False,
+    ) -> TextualWorker[None] | None:
+        """Run `body` in a worker of `group`; every exception becomes a notice."""
+        if skip_if_busy and self.busy(group):
+            return None
+
+        async def guarded() -> None:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except RunyardError as exc:
+                self._fail(str(exc))
+            except Exception as exc:  # the console must outlive any one failure
+                self._fail(f"{type(exc).__name__}: {exc}")
+
+        return self.app.run_worker(
+            guarded(), name=group, group=group, exclusive=exclusive, exit_on_error=False
+        )
+
+    def busy(self, group: str) -> bool:
+        return any(w.group == group and w.is_running for w in self.app.workers)
+
+    # ------------------------------------------------------------ refresh loops
+
+    def refresh_fleet(self) -> None:
+        """Reload workers.yaml if it changed, then probe every enabled worker."""
+
+        async def tick() -> None:
+            workers, changed = await self.services.load_workers()
+            if changed:
+                self._post(WorkersLoaded(workers))
+            self.workers = workers
+            self._post(FleetProbed(await self.services.probe(workers)))
+
+        self._start(tick, "fleet", skip_if_busy=True)
+
+    def refresh_runs(self) -> None:
+        """Advance the pipeline: check active runs, auto-dispatch if on, reload the queue."""
+
+        async def tick() -> None:
+            self._post(RunsChecked(await self.services.check()))
+            if self.auto_dispatch:
+                launched = [o for o in await self.services.dispatch() if o.ok]
+                if launched:
+                    self._post(Notice(f"auto-dispatched {len(launched)} run(s)"))
+            await self._reload_runs()
+
+        self._start(tick, "runs", skip_if_busy=True)
+
+    def patrol(self) -> None:
+        """One health patrol tick (its own probes; slower than the fleet view's)."""
+
+        async def tick() -> None:
+            self._post(AlertsFound(await self.services.patrol(self.workers)))
+
+        self._start(tick, "patrol", skip_if_busy=True)
+
+    async def _reload_runs(self, force: bool = False) -> None:
+        runs = await self.services.load_runs(force=force)
+        if runs is not None:
+            self._post(RunsLoaded(runs))
+
+    def reload_runs(self) -> None:
+        """Show the queue file as it is now (after a change made here)."""
+
+        async def body() -> None:
+            await self._reload_runs()
+
+        self._start(body, "reload")
+
+    def load_files(self) -> None:
+        """First load of workers and runs, before any probe answers."""
+
+        async def body() -> None:
+            self.workers, _ = await self.services.load_workers(force=True)
+            self._post(WorkersLoaded(self.workers))
+            await self._reload_runs(force=True)
+            for warning in self.services.warnings():
+                self._post(Notice(warning, "warning"))
+
+        self._start(body, "load")
+
+    # ------------------------------------------------------------ queue actions
+
+    def _action(self, body: Callable[[], Awaitable[str | None]]) -> None:
+        """An operator action: its outcome as a notice, then the queue reloaded."""
+
+        async def run() -> None:
+            try:
+                text = await body()
+                if text:
+                    self._post(Notice(text))
+            finally:
+                await self._reload_runs()
+
+        self._start(run, "action")
+
+    def add_run(self, spec: RunSpec) -> None:
+        async def body() -> str:
+            run = await self.services.add_run(spec)
+            return f"queued {run.name} ({run.id})"
+
+        self._action(body)
+
+    def edit_run(self, run_id: str, spec: RunSpec) -> None:
+        async def body() -> str:
+            run = await self.services.edit_run(run_id, spec)
+            return f"edited {run.name} ({run.id})"
+
+        self._action(body)
+
+    def change_priority(self, runs: Sequence[Run], delta: int) -> None:
+        async def body() -> str:
+            for run in runs:
+                await self.services.set_priority(run.id, run.priority + delta)
+            return f"priority {'+' if delta > 0 else ''}{delta} on {len(runs)} run(s)"
+
+        self._action(body)
+
+    def cancel(self, run_ids: Sequence[str]) -> None:
+        async def body() -> str:
+            for run_id in run_ids:
+                await self.services.cancel(run_id)
+            return f"cancelled {', '.join(run_ids)}"
+
+        self._action(body)
+
+    def retry(self, run_ids: Sequence[str]) -> None:
+        async def body() -> str:
+            for run_id in run_ids:
+                await self.services.retry(run_id)
+            return f"requeued {', '.join(run_ids)}"
+
+        self._action(body)
+
+    def dispatch(self, run_ids: Sequence[str] | None = None) -> None:
+        async def body() -> str:
+            outcomes = await self.services.dispatch(run_ids)
+            if not outcomes:
+                return "nothing to dispatch: no pending run fits a free worker slot"
+            failed = [o for o in outcomes if not o.ok]
+            for outcome in failed:
+                self._fail(f"{outcome.run_name} on {outcome.worker}: {outcome.error}")
+            launched = [f"{o.run_name} → {o.worker}" for o in outcomes if o.ok]
+            return f"dispatched {', '.join(launched)}" if launched else ""
+
+        self._action(body)
+
+    def pull(self, run_ids: Sequence[str]) -> None:
+        async def body() -> str:
+            lines = []
+            for run_id in run_ids:
+                outcome = await self.services.pull(run_id)
+                verdict = "verified" if outcome.verified else "NOT verified"
+                lines.append(f"{outcome.run.name}: {len(outcome.files)} file(s) {verdict}")
+                for problem in outcome.problems[:3]:
+                    self._fail(f"{outcome.run.name}: {problem}")
+            return "; ".join(lines)
+
+        self._action(body)
+
+    def set_auto_dispatch(self, on: bool) -> None:
+        self.auto_dispatch = on
+        if on:
+            self.refresh_runs()
+
+    # ------------------------------------------------------------ workers
+
+    def plan_teardown(self, worker: str, action: TeardownAction, uptime_s: float | None) -> None:
+        async def body() -> None:
+            self._post(TeardownPlanned(await self.services.teardown_plan(worker, action, uptime_s)))
+
+        self._start(body, "teardown")
+
+    def teardown(
+        self, worker: str, action: TeardownAction, typed_name: str, uptime_s: float | None
+    ) -> None:
+        async def body() -> None:
+            outcome = await self.services.teardown(worker, action, typed_name, uptime_s)
+            self._post(TeardownDone(outcome))
+            self.refresh_fleet()
+
+        self._start(body, "teardown")
+
+    def find_gpu_owners(
+        self, worker: Worker, processes: Sequence[Any], runs: Sequence[Run]
+    ) -> None:
+        async def body() -> None:
+            owners = await self.services.gpu_owners(worker, processes, runs)
+            self._post(GpuOwnersFound(worker.worker_id, owners))
+
+        self._start(body, "gpu-owners", exclusive=True)
+
+    def attach(self, worker: Worker, run: Run | None) -> int | None:
+        """Suspend the console, run a shell (or tmux attach) on the worker, come back."""
+        argv = self.services.attach_argv(worker, run)
+        try:
+            with self.app.suspend():
+                return run_interactive(argv, cwd=self.services.workspace.root)
+        except Exception as exc:  # SuspendNotSupported (headless, web), OS errors
+            self._fail(f"cannot attach here: {exc}")
+            return None
+
+    # ------------------------------------------------------------ logs
+
+    def follow(self, run: Run) -> None:
+        """Follow a run's log until it ends, posting one `LogBatch` per read."""
+        follower = self.services.follower(run)
+        group = f"follow:{run.id}"
+
+        async def body() -> None:
+            try:
+                while True:
+                    chunk = await follower.read()
+                    if chunk.lines or chunk.ended or chunk.skipped_bytes:
+                        self._post(LogBatch(run.id, chunk))
+                    if chunk.ended:
+                        self._post(LogFollowStopped(run.id, "the run has ended"))
+                        return
+                    await asyncio.sleep(self.log_poll_seconds)
+            except RunyardError as exc:
+                self._post(LogFollowStopped(run.id, str(exc)))
+
+        self._start(body, group, exclusive=True)
+
+    def unfollow(self, run_id: str) -> None:
+        self.app.workers.cancel_group(self.app, f"follow:{run_id}")
