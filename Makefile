@@ -37,6 +37,7 @@ bench: setup
 	$(RUN) python bench/queue_scale.py
 	$(RUN) python bench/reconcile.py
 	$(RUN) python bench/fleet_refresh.py --quick
+	$(RUN) python bench/console_latency.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
