@@ -53,3 +53,22 @@ class CLI:
 @pytest.fixture
 def cli(workspace: Workspace) -> Iterator[CLI]:
     yield CLI(workspace.root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_run_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs are detached by design, so a test that forgets one leaves it running for hours.
+
+    At the end of the session, kill every process whose command line points into this
+    session's temp folder (run wrappers, commands, simulated workers).
+    """
+    yield
+    base = str(tmp_path_factory.getbasetemp()).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if base in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), 9)
+        except (OSError, ValueError):
+            continue
