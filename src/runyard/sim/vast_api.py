@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncssh
 
-from runyard.sim.ssh_server import LOOPBACK, SimSSHServer, generate_key, unused_port
+from runyard.sim.ssh_server import LOOPBACK, SimSSHServer, generate_key, kill_tagged, unused_port
 
 T = TypeVar("T")
 
@@ -761,18 +761,7 @@ async def _write_response(
 
 def kill_tagged_processes(token: str) -> int:
     """SIGKILL every process whose environment carries this box's token (Linux /proc)."""
-    marker = f"{TOKEN_ENV}={token}".encode()
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        except (OSError, ValueError):
-            continue
-    return killed
+    return kill_tagged(TOKEN_ENV, {token})
 
 
 # ---------------------------------------------------------------- in a thread of its own
