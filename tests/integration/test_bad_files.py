@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fakes.research_os import RESEARCH_OS_WORKER
 from runyard.cli.main import main
 from runyard.core.models import Run
 from runyard.core.store.queue_file import dump_queue
@@ -207,28 +208,7 @@ def test_the_good_files_used_above_are_good(
 
 
 def test_a_research_os_workers_file_loads_as_is(workspace: Workspace, cli: Any) -> None:
-    text = """\
-- worker_id: vastai_auto_20260531_003650
-  instance_id: 38664456
-  kind: ssh
-  enabled: true
-  worker_pool: vastai
-  ssh:
-    host: ssh1.vast.ai
-    port: 24456
-    user: root
-    key: ~/.ssh/vastai_id_ed25519
-  workspace: /root
-  resources:
-    gpu: 1
-    disk_gb: 32
-  health:
-    heartbeat_command: "echo ok"
-    busy_command: "pgrep -f python || true"
-  notes: >-
-    AUTO-RENTED at 2026-05-31 00:35:14. RTX A4000, $0.094/hr,
-    DLP/$=230.8. Washington, US.
-"""
+    text = RESEARCH_OS_WORKER
     workspace.workers_path.write_text(text)
     proc = cli("worker", "list", "--json")
     assert proc.stderr == ""  # not even a warning

@@ -60,7 +60,13 @@ def console(
 
 
 def _background(app: RunyardApp) -> list[object]:
-    return [w for w in app.workers if w.is_running and not (w.group or "").startswith("follow:")]
+    return [
+        w
+        for w in app.workers
+        if w.is_running
+        and not (w.group or "").startswith("follow:")
+        and w.group != "vast-watch"  # the watcher polls until told to stop
+    ]
 
 
 async def settle(pilot: Pilot[int]) -> None:
