@@ -30,7 +30,7 @@ class WorkspaceStore:
         self.events = EventLog(workspace.events_path)
         self.warnings: list[str] = []
         self._settings: Settings | None = None
-        self._workers_cache: tuple[tuple[int, int, int] | None, list[Worker]] | None = None
+        self.__parsed_workers: tuple[tuple[int, int, int] | None, list[Worker]] | None = None
 
     # ------------------------------------------------------------ settings
 
@@ -59,9 +59,9 @@ class WorkspaceStore:
             stamp: tuple[int, int, int] | None = (info.st_mtime_ns, info.st_size, info.st_ino)
         except FileNotFoundError:
             stamp = None
-        if self._workers_cache is None or self._workers_cache[0] != stamp:
-            self._workers_cache = (stamp, load_workers(path, self.warnings))
-        return copy.deepcopy(self._workers_cache[1])
+        if self.__parsed_workers is None or self.__parsed_workers[0] != stamp:
+            self.__parsed_workers = (stamp, load_workers(path, self.warnings))
+        return copy.deepcopy(self.__parsed_workers[1])
 
     def worker(self, name: str) -> Worker:
         from runyard.core.errors import InputError
