@@ -130,3 +130,46 @@ def test_fleet_view_in_a_narrow_tmux_pane(
 ) -> None:
     app, before = prepared(workspace)
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def test_vast_view(snap_compare: Snap, workspace: Workspace) -> None:
+    """Fixed instances (one UNTRACKED), offers with a reference job, watcher and spend."""
+    from runyard.core.providers.base import Endpoint, InstanceState, Offer, ProviderInstance
+    from runyard.core.providers.vast.ledger import CostReport
+    from runyard.core.providers.vast.offers import ReferenceJob, rank_offers
+    from runyard.core.providers.vast.reconcile import InventoryRow
+    from runyard.core.providers.vast.watcher import WatcherState
+    from runyard.tui.views.vast import VastView
+
+    def box(instance_id: int, gpu: str, state: InstanceState, dph: float) -> ProviderInstance:
+        return ProviderInstance(
+            instance_id, state, state.value, Endpoint("ssh4.vast.ai", 20000 + instance_id % 1000),
+            dph, 0.01, gpu, 1, 10000 + instance_id % 100, "", 1_748_770_000.0,
+        )  # fmt: skip
+
+    def offer(offer_id: int, gpu: str, dph: float, dlperf: float) -> Offer:
+        return Offer(offer_id, 10000 + offer_id % 100, gpu, 1, dph, dlperf, 0.99, "DE", False)
+
+    async def fill(pilot: Pilot[Any], app: RunyardApp) -> None:
+        app.controller.vast_refresh = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        app.action_view("vast")
+        view = app.views["vast"]
+        assert isinstance(view, VastView)
+        offers = rank_offers(
+            [
+                offer(5000001, "RTX 3060", 0.08, 14.2),
+                offer(5000003, "RTX A4000", 0.10, 21.0),
+                offer(5000008, "RTX 4090", 0.35, 60.5),
+            ],
+            ReferenceJob(10.0, 20.0),
+        )
+        rows = [
+            InventoryRow(box(7001, "RTX 3060", InstanceState.RUNNING, 0.08), "vast-3060"),
+            InventoryRow(box(7002, "RTX 4090", InstanceState.RUNNING, 0.35), None),
+        ]
+        view.query_text = "ref=10@20"
+        view.set_data(rows, offers, CostReport(now=1_748_779_200.0), None, None)
+        view.set_watcher(WatcherState(polls=3, last_error="HTTP 503 from the Vast API"))
+
+    app, before = prepared(workspace, fill)
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)

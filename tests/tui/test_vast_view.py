@@ -58,7 +58,6 @@ async def test_vast_view_without_a_key_says_so(
         await pilot.press("6")
         await settle(pilot)
         view = vast_view(app)
-        print("DEBUG", app.controller.errors, view.problem, view.loaded, app.active_tab)
         assert "no Vast API configured: set VAST_API_KEY" in line(view, ".instances-title")
         assert view.instances_table.row_count == 0
         assert app.controller.errors == []
@@ -86,7 +85,7 @@ async def test_vast_view_instances_offers_and_watcher(workspace: Workspace, sim:
         await start(pilot, probe=False)
         await pilot.press("6")
         view = vast_view(app)
-        await until(pilot, lambda: view.instances_table.row_count == 2)
+        await until(pilot, lambda: view.instances_table.row_count == 2, timeout=30)
 
         instances = view.instances_table
         assert instances.row(str(tracked.id)) is not None

@@ -39,6 +39,8 @@ from runyard.tui.messages import (
     Severity,
     TeardownDone,
     TeardownPlanned,
+    VastLoaded,
+    VastWatcherChanged,
     WorkersLoaded,
 )
 from runyard.tui.modals.dialogs import ConfirmModal, HelpModal, bindings_table
@@ -52,6 +54,7 @@ from runyard.tui.views.fleet import FleetView
 from runyard.tui.views.gpus import GpuView
 from runyard.tui.views.logs import LogPane, LogsView
 from runyard.tui.views.runs import RunsView
+from runyard.tui.views.vast import VastView
 from runyard.tui.widgets.header import ConsoleHeader, header_markup
 
 # (tab id, key, view class): the order of the tabs and of the number keys.
@@ -61,6 +64,7 @@ VIEWS: tuple[tuple[str, str, type[ConsoleView]], ...] = (
     ("logs", "3", LogsView),
     ("gpus", "4", GpuView),
     ("alerts", "5", AlertsView),
+    ("vast", "6", VastView),
 )
 MIN_PATROL_SECONDS = 15.0
 
@@ -272,6 +276,18 @@ class RunyardApp(App[int]):
             lines.append(outcome.provider_message)
         self.notify("\n".join(lines), timeout=15)
 
+    def on_vast_loaded(self, message: VastLoaded) -> None:
+        vast = self.view("vast")
+        assert isinstance(vast, VastView)
+        vast.set_data(
+            message.instances, message.offers, message.cost, message.problem, message.offers_error
+        )
+
+    def on_vast_watcher_changed(self, message: VastWatcherChanged) -> None:
+        vast = self.view("vast")
+        assert isinstance(vast, VastView)
+        vast.set_watcher(message.state)
+
     # ------------------------------------------------------------ actions the views ask for
 
     def open_run_form(self, run: Run | None) -> None:
@@ -325,7 +341,7 @@ class RunyardApp(App[int]):
             (
                 "Everywhere",
                 [
-                    Binding("1-5", "", "switch view (Fleet, Runs, Logs, GPUs, Alerts)"),
+                    Binding("1-6", "", "switch view (Fleet, Runs, Logs, GPUs, Alerts, Vast)"),
                     Binding("ctrl+p", "", "command palette: every action by name"),
                     *(b for b in self.BINDINGS if isinstance(b, Binding) and not b.key.isdigit()),
                 ],

@@ -17,6 +17,8 @@ from textual.worker import Worker as TextualWorker
 from runyard.core.attach import run_interactive
 from runyard.core.errors import RunyardError
 from runyard.core.models import Run, Worker
+from runyard.core.providers.vast.offers import OfferFilters, RankedOffer, ReferenceJob
+from runyard.core.providers.vast.watcher import VastWatcher
 from runyard.core.runs import RunSpec
 from runyard.core.teardown import TeardownAction
 from runyard.tui.messages import (
@@ -30,6 +32,8 @@ from runyard.tui.messages import (
     RunsLoaded,
     TeardownDone,
     TeardownPlanned,
+    VastLoaded,
+    VastWatcherChanged,
     WorkersLoaded,
 )
 from runyard.tui.services import ConsoleServices
@@ -52,6 +56,9 @@ class ConsoleController:
         self.auto_dispatch = False
         self.errors: list[str] = []  # every failure noticed, newest last (tests read it)
         self.log_poll_seconds = LOG_POLL_SECONDS
+        self.vast_watcher: VastWatcher | None = None
+        self._vast_stop: asyncio.Event | None = None
+        self._vast_args: tuple[str, ReferenceJob | None, int] = ("", None, 10)
 
     # ------------------------------------------------------------ plumbing
 
@@ -296,3 +303,85 @@ class ConsoleController:
 
     def unfollow(self, run_id: str) -> None:
         self.app.workers.cancel_group(self.app, f"follow:{run_id}")
+
+    # ------------------------------------------------------------ Vast
+
+    def vast_refresh(
+        self, query: str, reference: ReferenceJob | None = None, top: int = 10
+    ) -> None:
+        """Instances, the top `top` offers for `query` and spend, as one `VastLoaded`."""
+        self._vast_args = (query, reference, top)
+
+        async def body() -> None:
+            problem = await self.services.vast_problem()
+            if problem is not None:
+                self._post(VastLoaded([], [], await self.services.vast_cost(), problem))
+                return
+            vast = self.services.vast
+            instances = await vast.instances()
+            offers: list[RankedOffer] = []
+            offers_error: str | None = None
+            try:
+                offers, warnings = await vast.offers(
+                    query or None, OfferFilters(), reference=reference
+                )
+                offers_error = "; ".join(warnings) or None
+            except RunyardError as exc:
+                offers_error = str(exc)
+            cost = await self.services.vast_cost()
+            self._post(VastLoaded(instances, offers[:top], cost, None, offers_error))
+
+        self._start(body, "vast", skip_if_busy=True)
+
+    @property
+    def vast_watching(self) -> bool:
+        """Whether the watcher runs (or is starting) in this console."""
+        return self._vast_stop is not None and not self._vast_stop.is_set()
+
+    def vast_watch(self, on: bool) -> None:
+        """Start the watcher as a worker, or ask the running one to stop."""
+        if not on:
+            if self._vast_stop is not None:
+                self._vast_stop.set()
+            self._post(VastWatcherChanged(self.vast_watcher.state if self.vast_watcher else None))
+            return
+        if self.vast_watching:
+            return
+        stop = asyncio.Event()
+        self._vast_stop = stop
+
+        async def body() -> None:
+            try:
+                problem = await self.services.vast_problem()
+                if problem is not None:
+                    self._fail(problem)
+                    return
+                watcher = self.services.vast.watcher()
+                self.vast_watcher = watcher
+                self._post(VastWatcherChanged(watcher.state))
+                await watcher.run(stop, lambda state: self._post(VastWatcherChanged(state)))
+            finally:
+                if self._vast_stop is stop:
+                    self._vast_stop = None
+                self._post(
+                    VastWatcherChanged(self.vast_watcher.state if self.vast_watcher else None)
+                )
+
+        self._start(body, "vast-watch")
+
+    def vast_reconcile(self, fix: bool = True) -> None:
+        """Reconcile workers.yaml with the account (`vast reconcile --fix`), then refresh."""
+
+        async def body() -> None:
+            problem = await self.services.vast_problem()
+            if problem is not None:
+                self._fail(problem)
+                return
+            report = await self.services.vast.reconcile(fix)
+            findings = len(report.plan.findings)
+            applied = "; ".join(report.applied) if report.applied else "nothing to change"
+            self._post(Notice(f"reconcile: {findings} finding(s); {applied}"))
+            self.refresh_fleet()
+            self.vast_refresh(*self._vast_args)
+
+        self._start(body, "vast-reconcile", exclusive=True)

@@ -11,6 +11,10 @@ from runyard.core.check import RunCheck
 from runyard.core.gpu_processes import GpuProcessOwner
 from runyard.core.log_follow import LogChunk
 from runyard.core.models import Run, Worker
+from runyard.core.providers.vast.ledger import CostReport
+from runyard.core.providers.vast.offers import RankedOffer
+from runyard.core.providers.vast.reconcile import InventoryRow
+from runyard.core.providers.vast.watcher import WatcherState
 from runyard.core.teardown import TeardownOutcome, TeardownPlan
 from runyard.tui.state import AlertLike, Probe
 
@@ -107,3 +111,30 @@ class TeardownDone(Message):
     def __init__(self, outcome: TeardownOutcome) -> None:
         super().__init__()
         self.outcome = outcome
+
+
+class VastLoaded(Message):
+    """A Vast refresh finished: instances, ranked offers, spend, or why there is none."""
+
+    def __init__(
+        self,
+        instances: Sequence[InventoryRow],
+        offers: Sequence[RankedOffer],
+        cost: CostReport | None,
+        problem: str | None = None,
+        offers_error: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.instances = list(instances)
+        self.offers = list(offers)
+        self.cost = cost
+        self.problem = problem
+        self.offers_error = offers_error
+
+
+class VastWatcherChanged(Message):
+    """The watcher started, polled or stopped (read `state` for what it did)."""
+
+    def __init__(self, state: WatcherState | None) -> None:
+        super().__init__()
+        self.state = state

@@ -14,8 +14,10 @@ fleet; the demo and the benchmark pass simulated sources.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,8 @@ from runyard.core.gpu_processes import GpuProcessOwner, gpu_process_owners
 from runyard.core.log_follow import LogFollower
 from runyard.core.models import Run, Worker
 from runyard.core.profiles import load_profile
+from runyard.core.providers.vast.ledger import CostReport
+from runyard.core.providers.vast.service import VastService
 from runyard.core.pull import PullOutcome, pull_run
 from runyard.core.runs import RunSpec, add_run, retry_run
 from runyard.core.settings import Settings
@@ -110,14 +114,14 @@ class CachingStore(WorkspaceStore):
     def __init__(self, workspace: Workspace) -> None:
         super().__init__(workspace)
         self._workers_stamp = FileStamp(workspace.workers_path)
-        self._workers_cache: list[Worker] = []
+        self._cached_workers: list[Worker] = []
 
     def workers(self) -> list[Worker]:
         stamp = self._workers_stamp.stamp()
         if stamp is None or stamp != self._workers_stamp.seen:
-            self._workers_cache = super().workers()
+            self._cached_workers = super().workers()
             self._workers_stamp.seen = stamp
-        return list(self._workers_cache)
+        return list(self._cached_workers)
 
 
 class ConsoleServices:
@@ -144,6 +148,7 @@ class ConsoleServices:
         self._queue = FileStamp(workspace.queue_path)
         self._workers_file = FileStamp(workspace.workers_path)
         self._workers: list[Worker] = []
+        self._vast: VastService | None = None
 
     async def _in_file_thread(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._files, call, *args)
@@ -277,6 +282,50 @@ class ConsoleServices:
             known_hosts=known_hosts,
         )
 
+    # ------------------------------------------------------------ Vast
+
+    @property
+    def vast(self) -> VastService:
+        """The workspace's Vast service (settings read once; no key looked up yet)."""
+        if self._vast is None:
+            self._vast = VastService(self.store)
+        return self._vast
+
+    async def vast_problem(self) -> str | None:
+        """Why the Vast API cannot be called (no key configured), or None."""
+        from runyard.core.errors import InputError
+
+        def resolve() -> str | None:
+            try:
+                self.vast.compute  # noqa: B018 (resolves the key, reads no network)
+            except InputError as exc:
+                return (
+                    "no Vast API configured: set VAST_API_KEY (or vast.api_key_file in "
+                    f"runyard.yaml, or `vastai set api-key`): {exc}"
+                )
+            _import_vast_sdk()
+            return None
+
+        return await self._in_file_thread(resolve)
+
+    async def vast_cost(self) -> CostReport:
+        """Spend from the cost ledger alone (no API call)."""
+        return await self._in_file_thread(self.vast.cost)
+
     async def close(self) -> None:
         await self.fleet.close()
         self._files.shutdown(wait=False, cancel_futures=True)
+
+
+def _import_vast_sdk() -> None:
+    """Import the vastai SDK (seconds) here, off the UI thread, once.
+
+    The SDK reads `sys.stdout.encoding` on import; under Textual stdout is a capture
+    object without one, so it gets the attribute first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and not hasattr(stream, "encoding"):
+            with contextlib.suppress(AttributeError, TypeError):
+                stream.encoding = "utf-8"  # type: ignore[misc]
+    import vastai  # type: ignore[import-untyped]
+    import vastai.api.query  # type: ignore[import-untyped]  # noqa: F401
