@@ -226,3 +226,21 @@ async def test_worker_add_from_a_live_instance(vast: VastService, sim: SimVast) 
         await vast.add_worker("again", box.id)
     with pytest.raises(InputError, match="not on your Vast account"):
         await vast.add_worker("ghost", 99)
+
+
+async def test_console_dispatch_reconciles_drift_first(vast: VastService, sim: SimVast) -> None:
+    """The console fixes a rented box's moved SSH port before sending it a run."""
+    from runyard.tui.services import ConsoleServices
+
+    store = vast.store
+    instance_id = await rent_box(vast, "overnight")
+    moved = await sim.move(instance_id)  # the port changed overnight
+    run = add_run(store, RunSpec(name="morning-batch", worker="overnight", command="echo ok"))
+    services = ConsoleServices(store.workspace)
+    try:
+        outcomes = await services.dispatch()
+    finally:
+        await services.close()
+    assert [o.ok for o in outcomes if o.run_id == run.id] == [True], outcomes
+    worker = store.worker("overnight")
+    assert worker.ssh is not None and worker.ssh.port == moved.ssh_port

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import sys
 import time
@@ -192,21 +191,19 @@ class ConsoleServices:
         return await check(self.store, self.fleet)
 
     async def dispatch(self, run_ids: Sequence[str] | None = None) -> list[DispatchOutcome]:
-        """Dispatch every pending run, or only `run_ids` where the core supports it."""
-        if run_ids is None:
-            return await dispatch(self.store, self.fleet)
-        if "run_ids" not in inspect.signature(dispatch).parameters:
-            from runyard.core.errors import InputError
+        """Dispatch every pending run, or only `run_ids`, after fixing Vast drift.
 
-            raise InputError(
-                "dispatching a selection needs core dispatch(run_ids=...); "
-                "use D to dispatch every pending run"
-            )
-        selected: Any = dispatch
-        outcomes: list[DispatchOutcome] = await selected(
-            self.store, self.fleet, run_ids=list(run_ids)
+        Reconcile first, as the seeds advise before every batch: a rented box whose SSH port
+        moved overnight is patched before runs are sent to it. Without Vast workers this
+        makes no API call; with an unreachable Vast API the other workers still get runs.
+        """
+        from runyard.core.errors import RunyardError
+
+        with contextlib.suppress(RunyardError):
+            await self.vast.reconcile_before_dispatch()
+        return await dispatch(
+            self.store, self.fleet, run_ids=list(run_ids) if run_ids is not None else None
         )
-        return outcomes
 
     async def patrol(self, workers: Sequence[Worker]) -> list[AlertLike]:
         return await self.alerts.patrol([w for w in workers if w.enabled])
