@@ -37,6 +37,7 @@ from runyard.tui.messages import (
     RunsChecked,
     RunsLoaded,
     Severity,
+    SpendLoaded,
     TeardownDone,
     TeardownPlanned,
     VastLoaded,
@@ -275,6 +276,10 @@ class RunyardApp(App[int]):
         if outcome.provider_message:
             lines.append(outcome.provider_message)
         self.notify("\n".join(lines), timeout=15)
+
+    def on_spend_loaded(self, message: SpendLoaded) -> None:
+        self.state.spent_today = message.today
+        self._redraw_header()
 
     def on_vast_loaded(self, message: VastLoaded) -> None:
         vast = self.view("vast")

@@ -9,6 +9,7 @@ down or a queue edited badly by hand shows as a toast, and the console keeps run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from runyard.tui.messages import (
     Notice,
     RunsChecked,
     RunsLoaded,
+    SpendLoaded,
     TeardownDone,
     TeardownPlanned,
     VastLoaded,
@@ -109,6 +111,9 @@ class ConsoleController:
                 self._post(WorkersLoaded(workers))
             self.workers = workers
             self._post(FleetProbed(await self.services.probe(workers)))
+            with contextlib.suppress(RunyardError, OSError):
+                cost = await self.services.vast_cost()
+                self._post(SpendLoaded(cost.today or None))
 
         self._start(tick, "fleet", skip_if_busy=True)
 

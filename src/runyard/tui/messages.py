@@ -138,3 +138,11 @@ class VastWatcherChanged(Message):
     def __init__(self, state: WatcherState | None) -> None:
         super().__init__()
         self.state = state
+
+
+class SpendLoaded(Message):
+    """Today's spend from the Vast cost ledger (a file read, no API call)."""
+
+    def __init__(self, today: float | None) -> None:
+        super().__init__()
+        self.today = today

@@ -150,6 +150,7 @@ class Summary:
     burn_dph: float
     alerts: int
     critical: int
+    spent_today: float | None = None  # the Vast cost ledger's today, when it has any
 
 
 class ConsoleState:
@@ -159,6 +160,7 @@ class ConsoleState:
         self.workers: dict[str, WorkerState] = {}
         self.runs: list[Run] = []
         self.alerts: list[AlertLike] = []
+        self.spent_today: float | None = None
         self.auto_dispatch = False
         self.fleet_version = 0  # bumped on every change a view may need to redraw
         self.runs_version = 0
@@ -233,4 +235,5 @@ class ConsoleState:
             burn_dph=self.burn_dph(),
             alerts=len(self.alerts),
             critical=sum(1 for alert in self.alerts if alert.severity == "critical"),
+            spent_today=self.spent_today,
         )

@@ -38,7 +38,8 @@ def header_markup(label: str, summary: Summary, *, simulated: bool, auto_dispatc
         f"workers {summary.reachable}/{summary.enabled} up",
         f"GPUs {summary.gpus_busy}/{summary.gpus} busy",
         runs or "no runs in flight",
-        f"[b]${summary.burn_dph:.2f}/h[/]",
+        f"[b]${summary.burn_dph:.2f}/h[/]"
+        + (f" · ${summary.spent_today:.2f} today" if summary.spent_today else ""),
         alerts,
         f"auto-dispatch {'[b green]ON[/]' if auto_dispatch else 'off'}",
     ]
