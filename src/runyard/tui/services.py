@@ -101,28 +101,6 @@ class FileStamp:
         return info.st_mtime_ns, info.st_size, info.st_ino
 
 
-class CachingStore(WorkspaceStore):
-    """A store that parses workers.yaml again only when the file changed.
-
-    The core's `check`, `dispatch` and `cancel` read workers.yaml on every call, and the
-    console checks every few seconds: with a hundred workers the round-trip YAML parse takes
-    a third of a second of the event loop each time. Writers replace the file atomically (a
-    new inode), so (mtime, size, inode) tells a changed file.
-    """
-
-    def __init__(self, workspace: Workspace) -> None:
-        super().__init__(workspace)
-        self._workers_stamp = FileStamp(workspace.workers_path)
-        self._cached_workers: list[Worker] = []
-
-    def workers(self) -> list[Worker]:
-        stamp = self._workers_stamp.stamp()
-        if stamp is None or stamp != self._workers_stamp.seen:
-            self._cached_workers = super().workers()
-            self._workers_stamp.seen = stamp
-        return list(self._cached_workers)
-
-
 class ConsoleServices:
     """Async operations over one workspace for the console; owns the fleet's connections."""
 
@@ -136,8 +114,8 @@ class ConsoleServices:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.workspace = workspace
-        self.store = CachingStore(workspace)
-        self.file_store = CachingStore(workspace)  # used only on `self._files`' thread
+        self.store = WorkspaceStore(workspace)
+        self.file_store = WorkspaceStore(workspace)  # used only on `self._files`' thread
         self.settings = self.store.settings()
         self.fleet = fleet or Fleet(workspace.root, self.settings)
         self.telemetry = telemetry or FleetTelemetry(self.fleet, self.settings)
