@@ -136,6 +136,27 @@ async def test_cursor_moves_without_redrawing_the_table(workspace: Workspace) ->
         assert table.cursor_key == "sim-005"
 
 
+
+async def test_cursor_past_the_edge_scrolls_half_a_page_not_every_move(
+    workspace: Workspace,
+) -> None:
+    app = synthetic_console(workspace, workers=100)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        table = fleet(app).table
+        visible = table.scrollable_content_region.height - 1
+        await pilot.press(*["down"] * (visible - 1))  # the last row on screen: no scroll yet
+        assert table.scroll_y == 0
+        await pilot.press("down")
+        jumped = table.scroll_y
+        assert jumped == visible // 2
+        await pilot.press(*["down"] * (visible // 2 - 1))  # still on screen: no scroll
+        assert table.scroll_y == jumped
+        cursor_row = table.cursor_index - int(table.scroll_y)
+        assert 0 <= cursor_row < visible
+        await pilot.press("home")
+        assert table.scroll_y == 0 and table.cursor_index == 0
+
 async def test_enter_on_a_worker_opens_its_gpu_detail(workspace: Workspace) -> None:
     app = synthetic_console(workspace)
     async with app.run_test(size=SIZE) as pilot:

@@ -14,6 +14,7 @@ Two simulations, both always labelled SIMULATED on screen:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 from collections.abc import Sequence
@@ -314,6 +315,8 @@ class SyntheticTelemetry:
         self.tick += 1
         probes: list[Probe] = []
         for number, worker in enumerate(workers):
+            # A real fleet's answers arrive one by one, each in a turn of the event loop.
+            await asyncio.sleep(0)
             if worker.worker_id in self.unreachable:
                 probes.append(Probe(worker.worker_id, None, None, "connection refused (simulated)"))
             else:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 
 Fragment = tuple[str, str]  # (text, Rich style string)
 Cell = tuple[Fragment, ...]
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+_SPARK_COUNT = len(SPARK_LEVELS)
 BAR_FULL = "█"
 BAR_EMPTY = "·"
 MISSING = "–"  # noqa: RUF001 (an en dash reads as "no value")
@@ -47,20 +50,25 @@ def load_style(pct: float | None) -> str:
 
 
 def spark_char(value: float | None, lo: float = 0.0, hi: float = 100.0) -> str:
-    """One block character for `value` on [lo, hi]; a dot where there is no value."""
-    if value is None or math.isnan(value):
+    """One block character for `value` on [lo, hi]; a blank where there is no value.
+
+    Called for every GPU and trend point of every fleet row on each refresh: kept cheap."""
+    if value is None or value != value:  # None or NaN
         return " "
     if hi <= lo:
         return SPARK_LEVELS[0]
-    ratio = min(1.0, max(0.0, (value - lo) / (hi - lo)))
-    return SPARK_LEVELS[min(len(SPARK_LEVELS) - 1, int(ratio * len(SPARK_LEVELS)))]
+    level = int((value - lo) / (hi - lo) * _SPARK_COUNT)
+    return SPARK_LEVELS[0 if level < 0 else (level if level < _SPARK_COUNT else _SPARK_COUNT - 1)]
 
 
 def sparkline(
-    values: Sequence[float | None], width: int, lo: float = 0.0, hi: float = 100.0
+    values: Sequence[float | None] | deque[float | None],
+    width: int,
+    lo: float = 0.0,
+    hi: float = 100.0,
 ) -> str:
     """The last `width` values as block characters, right-aligned."""
-    tail = list(values)[-width:]
+    tail = list(islice(values, max(0, len(values) - width), None))
     return (" " * (width - len(tail))) + "".join(spark_char(v, lo, hi) for v in tail)
 
 

@@ -100,7 +100,7 @@ def fleet_row(ws: WorkerState, runs: Sequence[Run], alerts: int) -> Row:
         util_cell = fmt.join_cells(
             (
                 _gpu_glyphs(utils, fmt.load_style),
-                cell(fmt.sparkline(list(ws.util_trend), TREND_WIDTH), fmt.ACCENT),
+                cell(fmt.sparkline(ws.util_trend, TREND_WIDTH), fmt.ACCENT),
             )
         )
         vram_cell = fmt.join_cells(

@@ -121,14 +121,16 @@ class LogPane(Vertical):
         if chunk.ended:
             self.chart_drawn_at = float("-inf")  # the last point goes up with the last lines
 
-    def draw(self, now: float) -> None:
-        """Show what arrived since the last draw: lines now, the chart once a second."""
+    def draw(self, now: float, chart_turn: bool = True) -> None:
+        """Show what arrived since the last draw: lines now, the chart at most once a second
+        and on its turn (a chart never drawn yet does not wait for one)."""
         if not self.composed:
             return
         if self.incoming:
             self.log_lines.append(list(self.incoming))
             self.incoming.clear()
-        if self.chart_stale and now - self.chart_drawn_at >= CHART_INTERVAL_S:
+        chart_due = now - self.chart_drawn_at >= CHART_INTERVAL_S
+        if self.chart_stale and chart_due and (chart_turn or self.chart_drawn_at == float("-inf")):
             self.chart_drawn_at = now
             self.chart_stale = False
             keys = chart_keys(list(self.series))
@@ -217,16 +219,21 @@ class LogsView(ConsoleView):
     """
     MAX_LINES = 5000
     DRAW_INTERVAL_S = 0.25
+    _chart_turn = 0  # which pane's chart draws on the next tick
 
     def on_mount(self) -> None:
         self.set_interval(self.DRAW_INTERVAL_S, self.draw)
 
     def draw(self) -> None:
+        """Draw every pane's new lines; the charts take turns, one pane's per tick, so no
+        frame pays for every chart at once (a key pressed then would wait for all of them)."""
         if self.console.active_tab != "logs":
             return
         now = time.monotonic()
-        for pane in self.panes():
-            pane.draw(now)
+        panes = self.panes()
+        self._chart_turn += 1
+        for index, pane in enumerate(panes):
+            pane.draw(now, chart_turn=index == self._chart_turn % len(panes))
 
     def compose(self) -> ComposeResult:
         yield Static(

@@ -267,15 +267,24 @@ class FastTable(ScrollView, can_focus=True):
             self.on_highlight(self.cursor_key)
 
     def _scroll_to_cursor(self) -> None:
+        """Keep the cursor row on screen, scrolling by half a page when it leaves it.
+
+        Any scroll repaints every visible row (and resends them over the link); a half-page
+        jump does that once per half page of cursor moves instead of on every move."""
         if self.cursor_key is None or self.cursor_key not in self._index:
             return
         index = self._index[self.cursor_key]
         visible = max(1, self.scrollable_content_region.height - 1)
         top = int(self.scroll_y)
+        if top <= index < top + visible:
+            return
+        step = max(1, visible // 2)
         if index < top:
-            self.scroll_to(y=index, animate=False, immediate=True)
-        elif index >= top + visible:
-            self.scroll_to(y=index - visible + 1, animate=False, immediate=True)
+            target = index - step + 1 if index >= top - step else index
+        else:
+            target = index - visible + step if index < top + visible + step else index - visible + 1
+        last_top = max(0, len(self.order) - visible)
+        self.scroll_to(y=min(last_top, max(0, target)), animate=False, immediate=True)
 
     def action_cursor(self, delta: int) -> None:
         if not self.order:

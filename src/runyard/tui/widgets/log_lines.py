@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.console import Console
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -158,7 +160,7 @@ class LogLines(ScrollView, can_focus=True):
         if cached is not None and cached[0] == width:
             strip = cached[1]
         else:
-            strip = Strip(Text(self.lines[index], no_wrap=True).render(self.app.console))
+            strip = _plain_strip(self.lines[index], self.app.console)
             strip = self._highlight(strip, number)
             self._cache[number] = (width, strip)
             if len(self._cache) > 4 * max(1, self.size.height):
@@ -176,3 +178,11 @@ class LogLines(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._cache.clear()
+
+
+def _plain_strip(line: str, console: Console) -> Strip:
+    """A log line as a strip: ASCII without tabs (nearly every training log line) is one
+    segment as wide as it is long; anything else goes through Rich for cell widths and tabs."""
+    if line.isascii() and "\t" not in line:
+        return Strip([Segment(line)], len(line))
+    return Strip(Text(line, no_wrap=True).render(console))
