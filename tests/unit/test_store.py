@@ -328,3 +328,23 @@ def test_duplicate_run_id_in_a_hand_edited_queue_names_the_line(tmp_path: Path) 
     assert info.value.line == 3
     assert info.value.field == "[1].id"
     assert "duplicate run id" in str(info.value)
+
+
+def test_the_fast_read_of_workers_yaml_gives_what_the_round_trip_read_gives(
+    tmp_path: Path,
+) -> None:
+    from fakes.research_os import RESEARCH_OS_WORKER
+
+    from runyard.core.store.documents import load_yaml
+    from runyard.core.store.workers_file import load_workers, parse_workers
+
+    path = tmp_path / "workers.yaml"
+    extra = (
+        "- worker_id: odd-values\n  kind: local\n  enabled: yes  # YAML 1.2: a string, refused\n"
+    )
+    path.write_text(RESEARCH_OS_WORKER + "\n# the human's comment\n", encoding="utf-8")
+    assert load_workers(path, []) == parse_workers(path, load_yaml(path), [])
+    path.write_text(RESEARCH_OS_WORKER + extra, encoding="utf-8")
+    with pytest.raises(FileFormatError) as refused:
+        load_workers(path, [])
+    assert f":{RESEARCH_OS_WORKER.count(chr(10)) + 3}: field '[1].enabled'" in str(refused.value)

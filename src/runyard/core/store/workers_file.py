@@ -8,7 +8,13 @@ from typing import Any
 
 from runyard.core.errors import FileFormatError, InputError
 from runyard.core.models import WORKER_KEYS, FieldError, Worker
-from runyard.core.store.documents import load_yaml, save_yaml, yaml_field_error, yaml_line
+from runyard.core.store.documents import (
+    load_yaml,
+    parse_yaml_file,
+    save_yaml,
+    yaml_field_error,
+    yaml_line,
+)
 
 
 def _worker_list(path: Path, doc: Any) -> Any:
@@ -54,7 +60,7 @@ def parse_workers(path: Path, doc: Any, warnings: list[str]) -> list[Worker]:
 def load_workers(path: Path, warnings: list[str]) -> list[Worker]:
     if not path.exists():
         return []
-    return parse_workers(path, load_yaml(path), warnings)
+    return parse_yaml_file(path, lambda doc, found: parse_workers(path, doc, found), warnings)
 
 
 def edit_workers(path: Path, edit: Callable[[Any], None]) -> None:
