@@ -96,7 +96,7 @@ async def test_the_form_refuses_bad_input_and_keeps_the_queue(
         await fill_form(pilot, {"command": "echo hi", "priority": "1", "name": "bad name!"})
         await settle(pilot)
         assert store.runs() == []  # the core refused the name; nothing was written
-        assert any("bad name!" in error for error in app.controller.errors)
+        assert any("bad name!" in error.text for error in app.controller.errors)
 
 
 async def test_edit_a_pending_run_and_change_priorities(

@@ -136,7 +136,6 @@ async def test_cursor_moves_without_redrawing_the_table(workspace: Workspace) ->
         assert table.cursor_key == "sim-005"
 
 
-
 async def test_cursor_past_the_edge_scrolls_half_a_page_not_every_move(
     workspace: Workspace,
 ) -> None:
@@ -156,6 +155,7 @@ async def test_cursor_past_the_edge_scrolls_half_a_page_not_every_move(
         assert 0 <= cursor_row < visible
         await pilot.press("home")
         assert table.scroll_y == 0 and table.cursor_index == 0
+
 
 async def test_enter_on_a_worker_opens_its_gpu_detail(workspace: Workspace) -> None:
     app = synthetic_console(workspace)

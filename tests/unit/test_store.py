@@ -334,7 +334,6 @@ def test_the_fast_read_of_workers_yaml_gives_what_the_round_trip_read_gives(
     tmp_path: Path,
 ) -> None:
     from fakes.research_os import RESEARCH_OS_WORKER
-
     from runyard.core.store.documents import load_yaml
     from runyard.core.store.workers_file import load_workers, parse_workers
 

@@ -6,11 +6,15 @@ views draw the state. Only the active view redraws, and only what changed.
 
 While open, the console advances the pipeline: it probes the fleet every
 `refresh.fleet_seconds`, checks runs (and, when auto-dispatch is on, dispatches) every
-`refresh.runs_seconds`, and patrols. Closing it loses nothing: the files are the truth.
+`refresh.runs_seconds`, and patrols. Closing it loses nothing: the files are the truth,
+and what the operator set in the console itself (view, table filters and sorts, followed
+logs, auto-dispatch, the Vast watcher) is kept in `.runyard/console.json` (see
+`console_memory`), saved at most once a second when it changed and on exit.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -22,10 +26,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from runyard.core.models import Run
+from runyard.core.models import Run, RunStatus
 from runyard.core.run_edits import spec_of
 from runyard.core.runs import RunSpec
+from runyard.core.secrets import known_secret_values, redact, split_env
 from runyard.core.workspace import Workspace
+from runyard.tui import console_memory
+from runyard.tui.console_memory import ConsoleMemory, TableMemory
 from runyard.tui.controller import ConsoleController
 from runyard.tui.messages import (
     AlertsFound,
@@ -56,7 +63,8 @@ from runyard.tui.views.gpus import GpuView
 from runyard.tui.views.logs import LogPane, LogsView
 from runyard.tui.views.runs import RunsView
 from runyard.tui.views.vast import VastView
-from runyard.tui.widgets.header import ConsoleHeader, header_markup
+from runyard.tui.widgets.fast_table import FastTable
+from runyard.tui.widgets.header import ConsoleHeader, ErrorsModal, header_markup
 
 # (tab id, key, view class): the order of the tabs and of the number keys.
 VIEWS: tuple[tuple[str, str, type[ConsoleView]], ...] = (
@@ -68,6 +76,7 @@ VIEWS: tuple[tuple[str, str, type[ConsoleView]], ...] = (
     ("vast", "6", VastView),
 )
 MIN_PATROL_SECONDS = 15.0
+MEMORY_SAVE_SECONDS = 1.0  # console.json is written at most this often (and on exit)
 
 
 class RunyardApp(App[int]):
@@ -80,6 +89,7 @@ class RunyardApp(App[int]):
         *(Binding(key, f"view('{tab}')", view.TITLE, show=False) for tab, key, view in VIEWS),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("A", "toggle_auto_dispatch", "Auto-dispatch", show=False),
+        Binding("E", "errors", "Errors (the header counts unseen ones)", show=False),
         Binding("R", "refresh", "Refresh", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -92,7 +102,12 @@ class RunyardApp(App[int]):
         workspace_label: str | None = None,
         clock: Callable[[], float] = time.time,
         timers: bool = True,
+        auto_dispatch: bool | None = None,
     ) -> None:
+        """`auto_dispatch` is the caller's explicit choice for this session (it wins over
+        console.json and is not saved there); None lets the operator's saved choice apply.
+        A caller that switches `controller.auto_dispatch` on before the console opens (as
+        `open_demo_console` and the screenshots do) counts as explicit too."""
         super().__init__()
         self.services = services
         self.simulated = simulated
@@ -100,16 +115,33 @@ class RunyardApp(App[int]):
         self.clock = clock
         self.timers = timers
         self.state = ConsoleState()
-        self.controller = ConsoleController(self, services)
+        self.controller = ConsoleController(self, services, clock=clock, redact=self.redact)
+        self.explicit_auto_dispatch = auto_dispatch
+        if auto_dispatch is not None:
+            self.controller.auto_dispatch = auto_dispatch
         self.last_patrol_at: float | None = None
         self._drawn: dict[str, int] = {}
         self.views: dict[str, ConsoleView] = {tab: view(id=f"{tab}-view") for tab, _, view in VIEWS}
+        # console.json: what was last written (or loaded), and what is still to apply.
+        self.memory_path = console_memory.memory_path(services.workspace.state_dir)
+        self._memory_saved: ConsoleMemory | None = None
+        self._memory_bad = False  # the file on disk was refused: move it aside before writing
+        self._memory_problem: str | None = None  # the last save failure, reported once
+        self._auto_dispatch_choice: bool | None = None  # the operator's, as saved/toggled
+        self._pending_follow: tuple[str, ...] = ()  # saved follows, until the queue is loaded
+        self._loaded = console_memory.Loaded(ConsoleMemory())
+        self._tab = "fleet"
+        self._tables: dict[str, FastTable] = {}
 
     # ------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
+        # console.json is read here, as the console opens: the saved view is the first shown.
+        self._loaded = console_memory.load(self.memory_path)
+        if self._loaded.memory.view in self.views:
+            self._tab = self._loaded.memory.view
         yield ConsoleHeader()
-        with TabbedContent(initial="fleet", id="views"):
+        with TabbedContent(initial=self._tab, id="views"):
             for tab, key, view in VIEWS:
                 with TabPane(f"{key} {view.TITLE}", id=tab):
                     yield self.views[tab]
@@ -118,6 +150,7 @@ class RunyardApp(App[int]):
     def on_mount(self) -> None:
         if self.simulated:
             self.sub_title = "SIMULATED"
+        self.restore_memory()
         self.controller.load_files()
         if self.timers:
             refresh = self.services.settings.refresh
@@ -127,11 +160,118 @@ class RunyardApp(App[int]):
                 max(MIN_PATROL_SECONDS, 3 * refresh.fleet_seconds), self.controller.patrol
             )
             self.call_after_refresh(self.action_refresh)
-        self.call_after_refresh(self.view("fleet").focus_main)
+        self.call_after_refresh(self.view(self._tab).focus_main)
+        self.set_interval(MEMORY_SAVE_SECONDS, self.save_memory)
         self._redraw_header()
 
     async def on_unmount(self) -> None:
+        self.save_memory(final=True)
         await self.services.close()
+
+    # ------------------------------------------------------------ console.json
+
+    def restore_memory(self) -> None:
+        """Apply console.json (on mount): tables, view, auto-dispatch, watcher; the followed
+        logs once the queue is loaded. A bad file is reported once and left as it is."""
+        self._tables = {_table_key(t): t for t in self.query(FastTable) if t.id}
+        loaded = self._loaded
+        memory = loaded.memory
+        if not loaded.ok:
+            self._memory_bad = True
+            bad = console_memory.bad_path(self.memory_path).name
+            self.notify(
+                f"ignored {self.memory_path}: {loaded.problem}. The console opened with its "
+                f"defaults; the file stays as it is until you change a setting, then it is "
+                f"kept as {bad}.",
+                severity="warning",
+                timeout=20,
+            )
+        for key, saved in memory.tables.items():
+            table = self._tables.get(key)
+            if table is None:
+                continue
+            if saved.filter:
+                table.set_filter(saved.filter)
+            if saved.sort is None or any(c.key == saved.sort for c in table.columns):
+                table.sort_by(saved.sort, saved.reverse)
+        runs = self.view("runs")
+        if isinstance(runs, RunsView) and memory.runs_status in {s.value for s in RunStatus}:
+            runs.status_filter = RunStatus(memory.runs_status)
+        vast = self.view("vast")
+        if isinstance(vast, VastView):
+            vast.query_text = memory.vast_query
+        self._auto_dispatch_choice = memory.auto_dispatch
+        explicit = self.explicit_auto_dispatch
+        if explicit is None and self.controller.auto_dispatch:
+            explicit = True  # switched on by the caller before the console opened
+        self.controller.auto_dispatch = console_memory.resolve_auto_dispatch(
+            memory.auto_dispatch, explicit
+        )
+        self.state.auto_dispatch = self.controller.auto_dispatch
+        self._pending_follow = memory.followed
+        if memory.vast_watcher:
+            self.controller.vast_watch(True)
+            self.notify("Vast watcher resumed (it was on when the console closed; w in Vast)")
+        self._memory_saved = self.memory_snapshot()
+
+    def memory_snapshot(self) -> ConsoleMemory:
+        """What console.json should hold now (reads attributes only: it also runs on exit,
+        when the widgets are already off the screen)."""
+        tables = {
+            key: TableMemory(table.filter_text, table.sort_column, table.sort_reverse)
+            for key, table in self._tables.items()
+        }
+        runs = self.views["runs"]
+        status = runs.status_filter if isinstance(runs, RunsView) else None
+        vast = self.views["vast"]
+        followed = dict.fromkeys([*self.controller.followed, *self._pending_follow])
+        return ConsoleMemory(
+            view=self._tab,
+            tables={k: t for k, t in tables.items() if not t.is_default},
+            runs_status=status.value if status is not None else None,
+            vast_query=vast.query_text if isinstance(vast, VastView) else "",
+            followed=tuple(followed),
+            auto_dispatch=self._auto_dispatch_choice,
+            vast_watcher=self.controller.vast_watch_wanted,
+        )
+
+    def save_memory(self, final: bool = False) -> None:
+        """Write console.json if what it should hold changed (the timer, and on exit)."""
+        if self._memory_saved is None:
+            return  # not restored yet: never overwrite a file before it was read
+        memory = self.memory_snapshot()
+        if memory == self._memory_saved:
+            return
+        try:
+            moved = console_memory.save(self.memory_path, memory, keep_bad=self._memory_bad)
+        except OSError as exc:
+            problem = f"cannot save {self.memory_path}: {exc.strerror or exc}"
+            if problem != self._memory_problem and not final:
+                self.controller.fail(problem)
+            self._memory_problem = problem
+            return
+        self._memory_saved = memory
+        self._memory_bad = False
+        self._memory_problem = None
+        if moved is not None and not final:
+            self.notify(f"saved {self.memory_path}; the file it refused is kept as {moved}")
+
+    def _resume_follows(self) -> None:
+        """The queue is loaded: follow the saved runs that still exist and have a log."""
+        saved, self._pending_follow = self._pending_follow, ()
+        runs = console_memory.follow_targets(saved, self.state.runs)
+        if runs:
+            self.call_later(self._open_logs, runs, False)
+
+    def redact(self, text: str) -> str:
+        """`text` without the secrets this console could know (runs' `${secret:…}` values
+        and the Vast key): for console.log, which a bug report may carry elsewhere."""
+        names = {name for run in self.state.runs for name in split_env(run.env)[1].values()}
+        secrets = known_secret_values({name: f"${{secret:{name}}}" for name in names})
+        vast_key = os.environ.get("VAST_API_KEY", "").strip()
+        if vast_key:
+            secrets["VAST_API_KEY"] = vast_key
+        return redact(text, secrets)
 
     # ------------------------------------------------------------ views
 
@@ -167,15 +307,18 @@ class RunyardApp(App[int]):
                 self.state.summary(),
                 simulated=self.simulated,
                 auto_dispatch=self.controller.auto_dispatch,
+                errors=self.controller.errors_unseen,
             )
         )
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id or "fleet"
+        self._tab = tab
         self.redraw()
         self.view(tab).focus_main()
 
     def action_view(self, tab: str) -> None:
+        self._tab = tab
         self.query_one(TabbedContent).active = tab
         self.redraw()
         self.view(tab).focus_main()
@@ -221,6 +364,8 @@ class RunyardApp(App[int]):
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         self.state.set_runs(message.runs)
         self.redraw()
+        if self._pending_follow:
+            self._resume_follows()
 
     def on_runs_checked(self, message: RunsChecked) -> None:
         self.state.last_check_at = self.clock()
@@ -242,6 +387,8 @@ class RunyardApp(App[int]):
         self.notify(
             message.text, severity=message.severity, timeout=8 if message.severity == "error" else 4
         )
+        if message.severity == "error":
+            self._redraw_header()  # the unseen-errors count
 
     def on_log_batch(self, message: LogBatch) -> None:
         logs = self.view("logs")
@@ -289,6 +436,8 @@ class RunyardApp(App[int]):
         )
 
     def on_vast_watcher_changed(self, message: VastWatcherChanged) -> None:
+        if not self.is_running:
+            return  # the watcher says it stopped because the console is closing
         vast = self.view("vast")
         assert isinstance(vast, VastView)
         vast.set_watcher(message.state)
@@ -318,12 +467,13 @@ class RunyardApp(App[int]):
         self.action_view("logs")
         self.call_later(self._open_logs, list(runs))
 
-    async def _open_logs(self, runs: list[Run]) -> None:
+    async def _open_logs(self, runs: list[Run], focus: bool = True) -> None:
         logs = self.view("logs")
         assert isinstance(logs, LogsView)
         for run in await logs.open_panes(runs):
             self.controller.follow(run)
-        logs.focus_main()
+        if focus or self.active_tab == "logs":
+            logs.focus_main()
 
     # ------------------------------------------------------------ global actions
 
@@ -335,11 +485,18 @@ class RunyardApp(App[int]):
     def action_toggle_auto_dispatch(self) -> None:
         self.controller.set_auto_dispatch(not self.controller.auto_dispatch)
         self.state.auto_dispatch = self.controller.auto_dispatch
+        self._auto_dispatch_choice = self.controller.auto_dispatch
         self._redraw_header()
         self.notify(f"auto-dispatch {'on' if self.controller.auto_dispatch else 'off'}")
 
     def action_help(self) -> None:
         self.push_screen(HelpModal(bindings_table(self.help_sections())))
+
+    def action_errors(self) -> None:
+        """List the recent failures, newest first; they count as seen from now on."""
+        self.push_screen(ErrorsModal(self.controller.errors, self.controller.journal_path))
+        self.controller.mark_errors_seen()
+        self._redraw_header()
 
     def help_sections(self) -> list[tuple[str, Iterable[BindingType]]]:
         sections: list[tuple[str, Iterable[BindingType]]] = [
@@ -373,6 +530,11 @@ class RunyardApp(App[int]):
             "Toggle auto-dispatch",
             "dispatch pending runs on every check (A)",
             self.action_toggle_auto_dispatch,
+        )
+        yield SystemCommand(
+            "Errors: recent console errors",
+            "every failure this console noticed, newest first; marks them seen (E)",
+            self.action_errors,
         )
         yield SystemCommand("Help: keys", "every key of every view (?)", self.action_help)
         for tab, _key, view in VIEWS:
@@ -411,6 +573,11 @@ def _table_bindings() -> list[BindingType]:
     ]
 
 
+def _table_key(table: FastTable) -> str:
+    """A table's name in console.json: the view's tab for a view's one table, else its id."""
+    return (table.id or "").removesuffix("-view-table")
+
+
 def _short_path(path: Path) -> str:
     home = Path.home()
     try:
@@ -419,7 +586,9 @@ def _short_path(path: Path) -> str:
         return str(path)
 
 
-def run_console(workspace: Workspace, *, simulated: bool = False) -> int:
+def run_console(
+    workspace: Workspace, *, simulated: bool = False, auto_dispatch: bool | None = None
+) -> int:
     """Open the console on `workspace` until the operator quits; the exit status.
 
     A workspace holding the demo's sandbox workers gets the sandbox fleet (and the
@@ -434,6 +603,6 @@ def run_console(workspace: Workspace, *, simulated: bool = False) -> int:
         fleet = SandboxFleet(workspace, store.settings())
         simulated = True
     services = ConsoleServices(workspace, fleet=fleet)
-    app = RunyardApp(services, simulated=simulated)
+    app = RunyardApp(services, simulated=simulated, auto_dispatch=auto_dispatch)
     result = app.run()
     return result if isinstance(result, int) else (app.return_code or 0)

@@ -3,14 +3,20 @@
 Screens never touch files or workers: they call a method here, which starts a worker (one
 exclusive group per kind of work, so a slow worker never stacks up refreshes) and posts a
 message with what the core returned. Every failure becomes a `Notice`, so a worker that is
-down or a queue edited badly by hand shows as a toast, and the console keeps running.
+down or a queue edited badly by hand shows as a toast, and the console keeps running; it is
+also kept in `errors` (the header counts the unseen ones, `E` lists them). An exception that
+is not a `RunyardError` is a bug: its traceback goes to `.runyard/console.log` (bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.worker import Worker as TextualWorker
@@ -39,6 +45,7 @@ from runyard.tui.messages import (
     WorkersLoaded,
 )
 from runyard.tui.services import ConsoleServices
+from runyard.tui.state import ConsoleError
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -46,17 +53,43 @@ if TYPE_CHECKING:
 # How often a followed log is read: each read returns everything new (bounded), so a run
 # printing 10,000 lines a second costs four messages a second, not 10,000.
 LOG_POLL_SECONDS = 0.25
+ERRORS_KEPT = 200  # the newest failures the errors list shows
+JOURNAL_NAME = "console.log"
+JOURNAL_MAX_BYTES = 1 << 20  # then console.log becomes console.log.1 (one old generation)
+
+
+def append_journal(path: Path, text: str, max_bytes: int = JOURNAL_MAX_BYTES) -> None:
+    """Append `text` to the console's journal, rotating it to `<name>.1` past `max_bytes`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size >= max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 class ConsoleController:
     """The console's actions and refresh loops, as Textual workers over `ConsoleServices`."""
 
-    def __init__(self, app: App[Any], services: ConsoleServices) -> None:
+    def __init__(
+        self,
+        app: App[Any],
+        services: ConsoleServices,
+        *,
+        clock: Callable[[], float] = time.time,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self.app = app
         self.services = services
+        self.clock = clock
+        self.redact = redact  # scrubs secrets from what goes to the journal
         self.workers: list[Worker] = []
         self.auto_dispatch = False
-        self.errors: list[str] = []  # every failure noticed, newest last (tests read it)
+        self.errors: list[ConsoleError] = []  # the newest ERRORS_KEPT failures, newest last
+        self.errors_unseen = 0  # noticed since the operator last opened the list
+        self.journal_path = services.workspace.state_dir / JOURNAL_NAME
+        self.followed: list[str] = []  # run ids with a follower started here, in order
+        self.vast_watch_wanted = False  # the operator's last watcher toggle
         self.log_poll_seconds = LOG_POLL_SECONDS
         self.vast_watcher: VastWatcher | None = None
         self._vast_stop: asyncio.Event | None = None
@@ -67,9 +100,37 @@ class ConsoleController:
     def _post(self, message: Any) -> None:
         self.app.post_message(message)
 
-    def _fail(self, text: str) -> None:
-        self.errors.append(text)
+    def fail(self, text: str) -> None:
+        """A failure the operator must see: a toast now, and the errors list until seen."""
+        self.errors.append(ConsoleError(self.clock(), text))
+        del self.errors[:-ERRORS_KEPT]
+        self.errors_unseen += 1
         self._post(Notice(text, "error"))
+
+    def mark_errors_seen(self) -> None:
+        self.errors_unseen = 0
+
+    def _unexpected(self, exc: Exception, group: str) -> None:
+        """A bug, not an operational failure: the traceback to the journal, a line to the list."""
+        text = self._scrub(f"{type(exc).__name__}: {exc}")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        entry = (
+            f"{stamp} worker {group!r} raised {type(exc).__name__} (pid {os.getpid()})\n"
+            + "".join(traceback.format_exception(exc))
+            + "\n"
+        )
+        try:
+            append_journal(self.journal_path, self._scrub(entry))
+            where = f"traceback in {self.journal_path}"
+        except OSError as err:
+            where = f"no traceback: cannot write {self.journal_path}: {err.strerror or err}"
+        self.fail(f"{text} ({where})")
+
+    def _scrub(self, text: str) -> str:
+        try:
+            return self.redact(text)
+        except Exception:  # never lose the report itself; keep no text that was not scrubbed
+            return "(not shown: redacting secrets from it failed)"
 
     def _start(
         self,
@@ -89,9 +150,9 @@ class ConsoleController:
             except asyncio.CancelledError:
                 raise
             except RunyardError as exc:
-                self._fail(str(exc))
+                self.fail(str(exc))
             except Exception as exc:  # the console must outlive any one failure
-                self._fail(f"{type(exc).__name__}: {exc}")
+                self._unexpected(exc, group)
 
         return self.app.run_worker(
             guarded(), name=group, group=group, exclusive=exclusive, exit_on_error=False
@@ -223,7 +284,7 @@ class ConsoleController:
                 return "nothing to dispatch: no pending run fits a free worker slot"
             failed = [o for o in outcomes if not o.ok]
             for outcome in failed:
-                self._fail(f"{outcome.run_name} on {outcome.worker}: {outcome.error}")
+                self.fail(f"{outcome.run_name} on {outcome.worker}: {outcome.error}")
             launched = [f"{o.run_name} → {o.worker}" for o in outcomes if o.ok]
             return f"dispatched {', '.join(launched)}" if launched else ""
 
@@ -237,7 +298,7 @@ class ConsoleController:
                 verdict = "verified" if outcome.verified else "NOT verified"
                 lines.append(f"{outcome.run.name}: {len(outcome.files)} file(s) {verdict}")
                 for problem in outcome.problems[:3]:
-                    self._fail(f"{outcome.run.name}: {problem}")
+                    self.fail(f"{outcome.run.name}: {problem}")
             return "; ".join(lines)
 
         self._action(body)
@@ -281,15 +342,21 @@ class ConsoleController:
             with self.app.suspend():
                 return run_interactive(argv, cwd=self.services.workspace.root)
         except Exception as exc:  # SuspendNotSupported (headless, web), OS errors
-            self._fail(f"cannot attach here: {exc}")
+            self.fail(f"cannot attach here: {exc}")
             return None
 
     # ------------------------------------------------------------ logs
 
     def follow(self, run: Run) -> None:
         """Follow a run's log until it ends, posting one `LogBatch` per read."""
-        follower = self.services.follower(run)
+        if run.id not in self.followed:
+            self.followed.append(run.id)
         group = f"follow:{run.id}"
+        try:
+            follower = self.services.follower(run)
+        except RunyardError as exc:  # no worker yet, or its worker left workers.yaml
+            self._post(LogFollowStopped(run.id, str(exc)))
+            return
 
         async def body() -> None:
             try:
@@ -307,6 +374,8 @@ class ConsoleController:
         self._start(body, group, exclusive=True)
 
     def unfollow(self, run_id: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.followed.remove(run_id)
         self.app.workers.cancel_group(self.app, f"follow:{run_id}")
 
     # ------------------------------------------------------------ Vast
@@ -345,6 +414,7 @@ class ConsoleController:
 
     def vast_watch(self, on: bool) -> None:
         """Start the watcher as a worker, or ask the running one to stop."""
+        self.vast_watch_wanted = on
         if not on:
             if self._vast_stop is not None:
                 self._vast_stop.set()
@@ -359,7 +429,7 @@ class ConsoleController:
             try:
                 problem = await self.services.vast_problem()
                 if problem is not None:
-                    self._fail(problem)
+                    self.fail(problem)
                     return
                 watcher = self.services.vast.watcher()
                 self.vast_watcher = watcher
@@ -380,7 +450,7 @@ class ConsoleController:
         async def body() -> None:
             problem = await self.services.vast_problem()
             if problem is not None:
-                self._fail(problem)
+                self.fail(problem)
                 return
             report = await self.services.vast.reconcile(fix)
             findings = len(report.plan.findings)

@@ -138,6 +138,14 @@ class WorkerState:
 
 
 @dataclass(frozen=True)
+class ConsoleError:
+    """A failure the console noticed: when (epoch seconds) and what, as the operator reads it."""
+
+    at: float
+    text: str
+
+
+@dataclass(frozen=True)
 class Summary:
     """The header's numbers."""
 
