@@ -9,9 +9,9 @@ import pytest
 from textual.widgets import Static
 
 from runyard.core.errors import InputError
+from runyard.core.store.journal import append_journal
 from runyard.core.workspace import Workspace
 from runyard.tui.app import RunyardApp
-from runyard.tui.controller import append_journal
 from runyard.tui.widgets.header import ConsoleHeader, ErrorsModal
 
 from .harness import console, settle, start

@@ -14,12 +14,12 @@ import pytest
 from fakes.vast_workspace import configure_vast, sim_fixture  # noqa: F401  (fixture)
 from runyard.core.models import Run, RunStatus
 from runyard.core.runs import RunSpec, add_run
+from runyard.core.store import console_memory
+from runyard.core.store.console_memory import ConsoleMemory, TableMemory
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workspace import Workspace
 from runyard.sim.vast_api import SimVast
-from runyard.tui import console_memory
 from runyard.tui.app import RunyardApp
-from runyard.tui.console_memory import ConsoleMemory, TableMemory
 from runyard.tui.demo_fleet import SandboxFleet
 from runyard.tui.services import ConsoleServices
 from runyard.tui.views.fleet import FleetView

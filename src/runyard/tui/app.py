@@ -30,9 +30,9 @@ from runyard.core.models import Run, RunStatus
 from runyard.core.run_edits import spec_of
 from runyard.core.runs import RunSpec
 from runyard.core.secrets import known_secret_values, redact, split_env
+from runyard.core.store import console_memory
+from runyard.core.store.console_memory import ConsoleMemory, TableMemory
 from runyard.core.workspace import Workspace
-from runyard.tui import console_memory
-from runyard.tui.console_memory import ConsoleMemory, TableMemory
 from runyard.tui.controller import ConsoleController
 from runyard.tui.messages import (
     AlertsFound,

@@ -16,7 +16,6 @@ import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.worker import Worker as TextualWorker
@@ -27,6 +26,7 @@ from runyard.core.models import Run, Worker
 from runyard.core.providers.vast.offers import OfferFilters, RankedOffer, ReferenceJob
 from runyard.core.providers.vast.watcher import VastWatcher
 from runyard.core.runs import RunSpec
+from runyard.core.store.journal import JOURNAL_NAME, append_journal
 from runyard.core.teardown import TeardownAction
 from runyard.tui.messages import (
     AlertsFound,
@@ -54,18 +54,6 @@ if TYPE_CHECKING:
 # printing 10,000 lines a second costs four messages a second, not 10,000.
 LOG_POLL_SECONDS = 0.25
 ERRORS_KEPT = 200  # the newest failures the errors list shows
-JOURNAL_NAME = "console.log"
-JOURNAL_MAX_BYTES = 1 << 20  # then console.log becomes console.log.1 (one old generation)
-
-
-def append_journal(path: Path, text: str, max_bytes: int = JOURNAL_MAX_BYTES) -> None:
-    """Append `text` to the console's journal, rotating it to `<name>.1` past `max_bytes`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size >= max_bytes:
-            os.replace(path, path.with_name(path.name + ".1"))
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 class ConsoleController:
