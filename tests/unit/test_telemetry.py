@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -14,14 +15,20 @@ import pytest
 
 from runyard.core.fleet.executor import LocalExecutor
 from runyard.core.fleet.telemetry import (
+    COMPUTE_APP_FIELDS,
     GPU_QUERY_CORE_FIELDS,
+    GPU_QUERY_FIELDS,
+    DiskUsage,
+    GpuProcess,
     GpuSample,
+    Measurement,
     WorkerSnapshot,
     build_probe_script,
     gpu_is_really_working,
     parse_compute_apps_csv,
     parse_disk_usage,
     parse_gpu_csv,
+    parse_measurement,
     parse_probe_output,
     remote_path_expression,
     snapshot_to_status,
@@ -274,6 +281,464 @@ def test_snapshot_to_status_is_json_with_nulls_for_na() -> None:
         {"gpu_uuid": H100_UUID, "gpu_index": 0, "pid": 48213, "process_name": "python",
          "used_mem_mib": 70312}
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- every field, pinned
+# Equality alone would let 97 become 97.0; `assert_identical` also compares reprs, so the
+# types of every field are pinned too.
+
+
+def assert_identical(actual: object, expected: object) -> None:
+    assert actual == expected
+    assert repr(actual) == repr(expected)
+
+
+GPU_FIELDS_ARG = ",".join(GPU_QUERY_FIELDS)
+APP_FIELDS_ARG = ",".join(COMPUTE_APP_FIELDS)
+BOOT_ID = "890d5d68-f7e6-4896-9f8c-2ec0accec422"
+T4_UUID = "GPU-0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"
+HOST_SECTIONS = f"""@@runyard:probe 1
+@@runyard:section heartbeat
+ok
+@@runyard:rc 0
+@@runyard:section boot_id
+{BOOT_ID}
+@@runyard:section hostname
+gpu-node-07
+@@runyard:section uptime
+17009.45 22010.62
+@@runyard:section loadavg
+0.56 0.34 0.28 1/89 26756
+@@runyard:section nproc
+64
+@@runyard:section meminfo
+MemTotal:       2113564152 kB
+MemAvailable:   1843417396 kB
+"""
+DISK_SECTIONS = f"""@@runyard:section disk_path
+/home/me/ws
+@@runyard:section df_blocks
+{LINUX_DF_K}@@runyard:section df_inodes
+{LINUX_DF_I}@@runyard:end
+"""
+REAL_GPU_SECTIONS = f"""@@runyard:section gpus {GPU_FIELDS_ARG}
+{H100_BUSY}
+{A100_MIG}
+{T4_NO_POWER}
+@@runyard:rc 0
+@@runyard:section gpu_processes {APP_FIELDS_ARG}
+{H100_UUID}, 48213, /usr/bin/python3, 70312
+{A100_UUID}, 51007, python train.py --tag a,b, [N/A]
+@@runyard:rc 0
+"""
+H100_BUSY_SAMPLE = GpuSample(
+    index=0,
+    name="NVIDIA H100 80GB HBM3",
+    uuid=H100_UUID,
+    util_pct=97,
+    mem_used_mib=71234,
+    mem_total_mib=81559,
+    power_w=612.34,
+    power_limit_w=700.0,
+    temp_c=67,
+    sm_clock_mhz=1980,
+    sm_clock_max_mhz=1980,
+    mig_mode="Disabled",
+)
+A100_MIG_SAMPLE = GpuSample(
+    index=1,
+    name="NVIDIA A100-SXM4-40GB",
+    uuid=A100_UUID,
+    util_pct=None,
+    mem_used_mib=13,
+    mem_total_mib=40960,
+    power_w=51.73,
+    power_limit_w=400.0,
+    temp_c=29,
+    sm_clock_mhz=1410,
+    sm_clock_max_mhz=1410,
+    mig_mode="Enabled",
+)
+T4_SAMPLE = GpuSample(
+    index=2,
+    name="Tesla T4",
+    uuid=T4_UUID,
+    util_pct=0,
+    mem_used_mib=0,
+    mem_total_mib=15360,
+    power_w=None,
+    power_limit_w=70.0,
+    temp_c=41,
+    sm_clock_mhz=300,
+    sm_clock_max_mhz=1590,
+    mig_mode=None,
+)
+LINUX_DISK = DiskUsage(
+    path="/home/me/ws",
+    filesystem="/dev/nvme0n1p1",
+    mount_point="/",
+    total_bytes=1967924812 * 1024,
+    used_bytes=1672736092 * 1024,
+    avail_bytes=195172240 * 1024,
+    used_pct=89.6,
+    inodes_total=124993536,
+    inodes_used=124000000,
+    inodes_free=993536,
+    inodes_used_pct=99.2,
+)
+# The host and disk part of every snapshot below; each test replaces the GPU part.
+GPU_BOX = WorkerSnapshot(
+    taken_at=1700000000.5,
+    heartbeat_ok=True,
+    heartbeat_output="ok",
+    heartbeat_exit_status=0,
+    hostname="gpu-node-07",
+    boot_id=BOOT_ID,
+    uptime_s=17009.45,
+    load1=0.56,
+    load5=0.34,
+    load15=0.28,
+    cpu_count=64,
+    mem_total_bytes=2113564152 * 1024,
+    mem_available_bytes=1843417396 * 1024,
+    nvidia_smi="ok",
+    nvidia_smi_error=None,
+    gpus=[H100_BUSY_SAMPLE, A100_MIG_SAMPLE, T4_SAMPLE],
+    gpu_processes=[
+        GpuProcess(H100_UUID, 0, 48213, "/usr/bin/python3", 70312),
+        GpuProcess(A100_UUID, 1, 51007, "python train.py --tag a, b", None),
+    ],
+    disk=LINUX_DISK,
+)
+
+
+def probe_bytes(gpu_sections: str, host: str = HOST_SECTIONS, disk: str = DISK_SECTIONS) -> bytes:
+    return (host + gpu_sections + disk).encode()
+
+
+def test_parse_probe_output_pins_every_field_of_a_gpu_box() -> None:
+    snapshot = parse_probe_output(probe_bytes(REAL_GPU_SECTIONS), 1700000000.5)
+    assert_identical(snapshot, GPU_BOX)
+
+
+def test_parse_probe_output_reads_crlf_and_stray_blank_lines_alike() -> None:
+    text = (HOST_SECTIONS + REAL_GPU_SECTIONS + DISK_SECTIONS).replace("\n", "\r\n")
+    assert_identical(parse_probe_output(text.encode(), 1700000000.5), GPU_BOX)
+    padded = REAL_GPU_SECTIONS.replace(f"{A100_MIG}\n", f"{A100_MIG}\n\n   \n")
+    assert_identical(parse_probe_output(probe_bytes(padded), 1700000000.5), GPU_BOX)
+
+
+DRIVER_FAILURE = fake_nvidia_smi.DRIVER_FAILURE_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("gpu_sections", "nvidia_smi", "error"),
+    [
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n{DRIVER_FAILURE}\n@@runyard:rc 9\n",
+         "error", DRIVER_FAILURE),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:rc 124\n",
+         "error", "nvidia-smi timed out"),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\nNo devices were found\n@@runyard:rc 6\n",
+         "error", "No devices were found"),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:rc 2\n",
+         "error", "nvidia-smi exited with status 2"),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n  Unable to determine  \n\n"
+         "  the device handle\n@@runyard:rc 15\n",
+         "error", "Unable to determine the device handle"),
+        # Cut off before its rc: the rows read as the error, nothing as GPUs.
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n{H100_BUSY}\n", "error", H100_BUSY),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:rc x\n",
+         "error", "nvidia-smi exited with status None"),
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:missing nvidia-smi\n",
+         "missing", None),
+        ("", "error", "the probe output has no GPU section"),
+        # No GPUs at all, and a compute-apps query that found nothing.
+        (f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:rc 0\n"
+         f"@@runyard:section gpu_processes {APP_FIELDS_ARG}\nNo running processes found\n"
+         "@@runyard:rc 0\n", "ok", None),
+    ],
+)  # fmt: skip
+def test_parse_probe_output_pins_nvidia_smi_failures(
+    gpu_sections: str, nvidia_smi: str, error: str | None
+) -> None:
+    snapshot = parse_probe_output(probe_bytes(gpu_sections), 1700000000.5)
+    expected = dataclasses.replace(
+        GPU_BOX, nvidia_smi=nvidia_smi, nvidia_smi_error=error, gpus=[], gpu_processes=[]
+    )
+    assert_identical(snapshot, expected)
+
+
+def test_parse_probe_output_long_errors_are_cut_to_500_characters() -> None:
+    message = "x" * 300
+    gpu = f"@@runyard:section gpus {GPU_FIELDS_ARG}\n{message}\n{message}\n@@runyard:rc 1\n"
+    snapshot = parse_probe_output(probe_bytes(gpu), 0.0)
+    assert snapshot.nvidia_smi_error == f"{message} {message}"[:500]
+
+
+def test_parse_probe_output_keeps_gpus_when_the_compute_apps_query_fails() -> None:
+    failed_apps = REAL_GPU_SECTIONS.replace(
+        f"{A100_UUID}, 51007, python train.py --tag a,b, [N/A]\n@@runyard:rc 0",
+        "Failed to initialize NVML: Unknown Error\n@@runyard:rc 255",
+    )
+    snapshot = parse_probe_output(probe_bytes(failed_apps), 1700000000.5)
+    assert_identical(snapshot, dataclasses.replace(GPU_BOX, gpu_processes=[]))
+    no_apps = REAL_GPU_SECTIONS.split("@@runyard:section gpu_processes")[0]
+    snapshot = parse_probe_output(probe_bytes(no_apps), 1700000000.5)
+    assert_identical(snapshot, dataclasses.replace(GPU_BOX, gpu_processes=[]))
+
+
+def test_parse_probe_output_old_driver_field_set_and_default_fields() -> None:
+    core_fields = ",".join(GPU_QUERY_CORE_FIELDS)
+    old_rows = "\n".join(row.rsplit(",", 1)[0] for row in (H100_BUSY, A100_MIG, T4_NO_POWER))
+    old = f"@@runyard:section gpus {core_fields}\n{old_rows}\n@@runyard:rc 0\n"
+    snapshot = parse_probe_output(probe_bytes(old), 1700000000.5)
+    gpus = [dataclasses.replace(gpu, mig_mode=None) for gpu in GPU_BOX.gpus]
+    assert_identical(snapshot, dataclasses.replace(GPU_BOX, gpus=gpus, gpu_processes=[]))
+    # A section without a field list is read with the full field set.
+    bare = REAL_GPU_SECTIONS.replace(f"section gpus {GPU_FIELDS_ARG}", "section gpus")
+    assert_identical(parse_probe_output(probe_bytes(bare), 1700000000.5), GPU_BOX)
+
+
+def test_parse_probe_output_first_section_wins_and_end_stops_reading() -> None:
+    forged = "@@runyard:section gpus index,name\n9, fake\n@@runyard:rc 0\n"
+    text = HOST_SECTIONS + REAL_GPU_SECTIONS + forged + DISK_SECTIONS + "trailing noise\n"
+    snapshot = parse_probe_output(text.encode(), 1700000000.5)
+    assert_identical(snapshot, GPU_BOX)
+
+
+def test_parse_probe_output_pins_the_host_sections_edge_cases() -> None:
+    host = """banner before the probe
+@@runyard:rc 5
+@@runyard:section heartbeat
+  first line
+second line  
+
+@@runyard:rc 3
+@@runyard:section boot_id
+
+{ sec = 1700000000, usec = 123456 } Tue Nov 14 22:13:20 2023
+@@runyard:section hostname
+
+   studio.local  
+other
+@@runyard:section uptime
+@@runyard:section loadavg
+1.5 2
+@@runyard:section nproc
+eight
+@@runyard:section meminfo
+MemTotal: 1000
+Bogus line
+MemAvailable:   12 kB
+"""  # noqa: W291
+    snapshot = parse_probe_output(probe_bytes(REAL_GPU_SECTIONS, host=host), 7.0)
+    expected = dataclasses.replace(
+        GPU_BOX,
+        taken_at=7.0,
+        heartbeat_ok=False,
+        heartbeat_output="first line\nsecond line",
+        heartbeat_exit_status=3,
+        hostname="studio.local",
+        boot_id="boottime-1700000000.123456",
+        uptime_s=None,
+        load1=1.5,
+        load5=2.0,
+        load15=None,
+        cpu_count=None,
+        mem_total_bytes=1000,
+        mem_available_bytes=12 * 1024,
+    )
+    assert_identical(snapshot, expected)
+
+
+def test_parse_probe_output_of_a_cpu_box_pins_every_field() -> None:
+    gpu = f"@@runyard:section gpus {GPU_FIELDS_ARG}\n@@runyard:missing nvidia-smi\n"
+    disk = DISK_SECTIONS.replace(LINUX_DF_I, "df: invalid option -- 'i'\n")
+    snapshot = parse_probe_output(probe_bytes(gpu, disk=disk), 3.0)
+    no_inodes = dataclasses.replace(
+        LINUX_DISK,
+        inodes_total=None,
+        inodes_used=None,
+        inodes_free=None,
+        inodes_used_pct=None,
+    )
+    expected = dataclasses.replace(
+        GPU_BOX, taken_at=3.0, nvidia_smi="missing", gpus=[], gpu_processes=[], disk=no_inodes
+    )
+    assert_identical(snapshot, expected)
+    no_disk = parse_probe_output(probe_bytes(gpu, disk="@@runyard:end\n"), 3.0)
+    assert_identical(no_disk, dataclasses.replace(expected, disk=None))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("97", 97), ("612.34", 612.34), (" 97 ", 97), ("-5", -5), ("+3.5", 3.5), ("0", 0),
+        ("35 %", 35), ("250.00 W", 250.0), ("12.5MiB", 12.5), ("1024 MiB", 1024),
+        ("1e3", 1000.0), ("1.", 1.0), (".5", 0.5), ("1_000", 1000), ("\uff13", 3),
+        ("nan", None), ("inf", None), ("-inf", None), ("[N/A]", None), ("N/A", None),
+        ("", None), ("  ", None), ("[Not Supported]", None), ("[Unknown Error]", None),
+        ("0x10", None), ("5 W extra", None), ("Disabled", None),
+    ],
+)  # fmt: skip
+def test_parse_measurement_values_and_types(text: str, value: Measurement) -> None:
+    assert_identical(parse_measurement(text), value)
+
+
+def test_parse_gpu_csv_pins_text_placeholders() -> None:
+    row = "5, [N/A], N/A, 1, 2, 3, 4.5, 6, 7, 8, 9, [Unknown Error]"
+    assert_identical(
+        parse_gpu_csv(row),
+        [GpuSample(5, "unknown GPU", None, 1, 2, 3, 4.5, 6, 7, 8, 9, None)],
+    )
+    # Rows with the wrong number of columns or no integer index are skipped.
+    short, long_row = "6, A, B, 1", f"{H100_BUSY}, extra"
+    assert parse_gpu_csv("\n".join([short, long_row, H100_BUSY.replace("0,", "1.0,", 1)])) == []
+    assert_identical(parse_gpu_csv(" 7 , x " + ", 1" * 10, ("index", "name", *"abcdefghij")),
+                     [GpuSample(7, "x")])  # fmt: skip
+
+
+def test_csv_cells_read_as_their_stripped_text() -> None:
+    # str.strip() drops "\x1f" where int() and float() do not: cells must read as stripped.
+    row = "\x1f3\x1f, n, u, \x1f1_000, 1e3 , \x1f5, \x1f612.34, 7 W, N/A, nan, [N/A] , x"
+    (gpu,) = parse_gpu_csv(row)
+    assert_identical(gpu, GpuSample(3, "n", "u", 1000, 1000.0, 5, 612.34, 7, None, None, None, "x"))
+    apps = parse_compute_apps_csv("\x1fu\x1f, \x1f42\x1f, \x1fpy\x1f, \x1f1_000", [gpu])
+    assert_identical(apps, [GpuProcess("u", 3, 42, "py", 1000)])
+
+
+def test_parse_disk_usage_pins_every_field() -> None:
+    assert_identical(parse_disk_usage("/home/me/ws", LINUX_DF_K, LINUX_DF_I), LINUX_DISK)
+    assert_identical(
+        parse_disk_usage("/mnt/big scratch/ws", LUSTRE_DF_K, BTRFS_DF_I),
+        DiskUsage(
+            path="/mnt/big scratch/ws",
+            filesystem="10.0.0.1@o2ib:/scratch",
+            mount_point="/mnt/big scratch",
+            total_bytes=5497558138880000 * 1024,
+            used_bytes=4398046511104000 * 1024,
+            avail_bytes=1099511627776000 * 1024,
+            used_pct=80.0,
+            inodes_total=0,
+            inodes_used=0,
+            inodes_free=0,
+            inodes_used_pct=None,
+        ),
+    )
+    assert_identical(
+        parse_disk_usage("/Users/me", "", MACOS_DF_I),
+        DiskUsage(
+            path="/Users/me",
+            filesystem="/dev/disk3s5",
+            mount_point="/System/Volumes/Data",
+            inodes_total=2154332 + 2212267240,
+            inodes_used=2154332,
+            inodes_free=2212267240,
+            inodes_used_pct=0.1,
+        ),
+    )
+    macos_blocks = MACOS_DF_I  # the same columns as `df -P -k` on macOS, in 512-byte blocks
+    assert_identical(
+        parse_disk_usage("/Users/me", macos_blocks, "df: /Users/me: Permission denied\n"),
+        DiskUsage(
+            path="/Users/me",
+            filesystem="/dev/disk3s5",
+            mount_point="/System/Volumes/Data",
+            total_bytes=1942700360 * 512,
+            used_bytes=1500246912 * 512,
+            avail_bytes=442453448 * 512,
+            used_pct=77.2,
+        ),
+    )
+    warned = "df: /proc/x: Permission denied\n" + LINUX_DF_K
+    assert_identical(parse_disk_usage("/home/me/ws", warned, LINUX_DF_I), LINUX_DISK)
+    assert parse_disk_usage("/x", "Filesystem 1024-blocks Used Available Capacity Mounted on\n",
+                            "") is None  # fmt: skip
+
+
+def sim_cards(count: int, **extra: Any) -> list[fake_nvidia_smi.SimGpu]:
+    zombie = {"pid": 4242, "used_memory_mib": 3000, "process_name": "ghost, a"}
+    entries = [{**fake_nvidia_smi.DEFAULT_GPU, **extra} for _ in range(count)]
+    if entries:
+        entries[-1]["zombies"] = [zombie]
+    return [fake_nvidia_smi._gpu_from_entry(index, entry) for index, entry in enumerate(entries)]
+
+
+def expected_samples(readings: list[fake_nvidia_smi.GpuReading]) -> list[GpuSample]:
+    """What the parser must make of the simulator's readings (floats print with 2 decimals)."""
+
+    def two_decimals(value: float | None) -> float | None:
+        return None if value is None else float(f"{value:.2f}")
+
+    return [
+        GpuSample(
+            index=r.gpu.index,
+            name=r.gpu.name,
+            uuid=r.gpu.uuid,
+            util_pct=r.util_pct,
+            mem_used_mib=r.mem_used_mib,
+            mem_total_mib=r.gpu.memory_total_mib,
+            power_w=two_decimals(r.power_w),
+            power_limit_w=two_decimals(r.gpu.power_limit_w),
+            temp_c=r.temp_c,
+            sm_clock_mhz=r.sm_clock_mhz,
+            sm_clock_max_mhz=r.gpu.sm_clock_max_mhz,
+            mig_mode=r.gpu.mig_mode,
+        )
+        for r in readings
+    ]
+
+
+@pytest.mark.parametrize("csv_format", ["csv,noheader,nounits", "csv,noheader", "csv,nounits"])
+@pytest.mark.parametrize(
+    ("count", "extra", "fault"),
+    [
+        (8, {}, ""),
+        (8, {}, fake_nvidia_smi.FAULT_NOT_AVAILABLE),
+        (8, {"mig_mode": "Enabled", "name": "NVIDIA A100-SXM4-80GB"}, ""),
+        (3, {"power_limit_w": 72.5, "sm_clock_max_mhz": 2040, "name": "NVIDIA L4"}, ""),
+        (0, {}, ""),
+    ],
+)
+def test_probe_output_of_the_simulated_nvidia_smi_matches_its_readings(
+    csv_format: str, count: int, extra: dict[str, Any], fault: str
+) -> None:
+    cards = sim_cards(count, **extra)
+    # Runs on some cards only (pids need not exist; their names then read "python").
+    pids = [4_000_001 + 7 * i for i in range(max(0, count - 2))]
+    for now in (0.0, 3.7, 1_700_000_011.25):
+        readings = fake_nvidia_smi.read_gpus(cards, pids, fault, now)
+        gpu_lines = fake_nvidia_smi.render_query(
+            GPU_QUERY_FIELDS, fake_nvidia_smi.GPU_COLUMNS, readings, csv_format
+        )
+        apps = [fake_nvidia_smi.AppRow(r, p) for r in readings for p in r.processes]
+        app_lines = fake_nvidia_smi.render_query(
+            COMPUTE_APP_FIELDS, fake_nvidia_smi.APP_COLUMNS, apps, csv_format
+        )
+        gpu_sections = "".join(
+            [
+                f"@@runyard:section gpus {GPU_FIELDS_ARG}\n",
+                "".join(f"{line}\n" for line in gpu_lines),
+                f"@@runyard:rc 0\n@@runyard:section gpu_processes {APP_FIELDS_ARG}\n",
+                "".join(f"{line}\n" for line in app_lines),
+                "@@runyard:rc 0\n",
+            ]
+        )
+        snapshot = parse_probe_output(probe_bytes(gpu_sections), 1700000000.5)
+        processes = [
+            GpuProcess(
+                gpu_uuid=app.reading.gpu.uuid,
+                gpu_index=app.reading.gpu.index,
+                pid=app.process.pid,
+                process_name=app.process.process_name.replace(",", ", ").replace(",  ", ", "),
+                used_mem_mib=None if app.reading.gpu.mig_mode else app.process.used_memory_mib,
+            )
+            for app in apps
+        ]
+        expected = dataclasses.replace(
+            GPU_BOX, gpus=expected_samples(readings), gpu_processes=processes
+        )
+        assert_identical(snapshot, expected)
 
 
 def test_remote_path_expression_expands_home_there_and_quotes_the_rest() -> None:

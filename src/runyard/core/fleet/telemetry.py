@@ -9,10 +9,11 @@ everything nvidia-smi prints across drivers and GPU generations.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -295,6 +296,10 @@ def build_probe_script(
 
 
 # ---------------------------------------------------------------- parsing helpers
+# Everything below runs for every worker on every refresh, and the client has about 1 ms
+# of CPU per worker for all of it (issue 3; bench/probe_parse.py). So the common case takes
+# no regex and raises no exception, and lines are split once and parsed without joining
+# them back.
 
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:[A-Za-z%]+)?\s*$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
@@ -302,10 +307,8 @@ _INTEGER = re.compile(r"^[-+]?\d+$")
 
 def parse_measurement(text: str) -> Measurement:
     """A number from nvidia-smi, with or without units ("250.00 W"); None for [N/A] and kin."""
-    # Fast path: `nounits` output is a bare number, and this runs for every field of every
-    # GPU of every worker each tick. int() and float() ignore surrounding whitespace.
     try:
-        return int(text)
+        return int(text)  # int() and float() ignore surrounding whitespace
     except ValueError:
         pass
     try:
@@ -321,9 +324,33 @@ def parse_measurement(text: str) -> Measurement:
     return int(number) if _INTEGER.match(number) else float(number)
 
 
+def _cell_measurement(cell: str) -> Measurement:
+    """`parse_measurement(cell.strip())` for a CSV cell, fast for bare numbers and [N/A].
+
+    A number int() or float() reads needs no strip (they skip the spaces around it) and
+    no "[" parses, so only the rest (units, "N/A", ...) goes the long way.
+    """
+    if "." not in cell:  # int() never accepts a point: spare "612.34" its exception
+        if "[" in cell:
+            return None
+        try:
+            return int(cell)
+        except ValueError:
+            pass
+    try:
+        value = float(cell)
+    except ValueError:
+        return parse_measurement(cell.strip())
+    return value if math.isfinite(value) else None
+
+
 def _parse_int(text: str) -> int | None:
-    value = parse_measurement(text)
-    return value if isinstance(value, int) else None
+    """A whole number (GPU index, pid, exit status); None for anything else."""
+    try:
+        return int(text)  # what parse_measurement() tries first, minus a call
+    except ValueError:
+        value = parse_measurement(text)
+        return value if isinstance(value, int) else None
 
 
 def _text_or_none(text: str) -> str | None:
@@ -334,12 +361,20 @@ def _text_or_none(text: str) -> str | None:
     return value
 
 
-def _split_csv_row(line: str) -> list[str]:
-    # nvidia-smi never quotes its CSV; values are separated by ", ".
-    return [cell.strip() for cell in line.split(",")]
-
-
 # ---------------------------------------------------------------- nvidia-smi
+
+
+@functools.lru_cache(maxsize=8)
+def _gpu_field_positions(fields: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where each of GPU_QUERY_FIELDS (GpuSample's order) sits in a row of `fields`.
+
+    A field not queried reads the empty cell appended at `len(fields)`, a repeated one its
+    last column; None when `fields` is GPU_QUERY_FIELDS itself and rows need no reordering.
+    """
+    if fields == GPU_QUERY_FIELDS:
+        return None
+    last = {name: position for position, name in enumerate(fields)}
+    return tuple(last.get(name, len(fields)) for name in GPU_QUERY_FIELDS)
 
 
 def parse_gpu_csv(text: str, fields: tuple[str, ...] = GPU_QUERY_FIELDS) -> list[GpuSample]:
@@ -348,30 +383,39 @@ def parse_gpu_csv(text: str, fields: tuple[str, ...] = GPU_QUERY_FIELDS) -> list
     Header lines, warnings and any row without the expected columns or an integer index
     are skipped.
     """
+    return _gpu_samples(text.splitlines(), fields)
+
+
+def _gpu_samples(lines: Iterable[str], fields: tuple[str, ...]) -> list[GpuSample]:
+    """`parse_gpu_csv` over lines already split."""
+    width = len(fields)
+    positions = _gpu_field_positions(fields)
     samples: list[GpuSample] = []
-    for line in text.splitlines():
-        cells = _split_csv_row(line)
-        if len(cells) != len(fields):
+    for line in lines:
+        # Cells keep their spaces: `_cell_measurement` and `_text_or_none` deal with them.
+        cells = line.split(",")
+        if len(cells) != width:
             continue
-        row = dict(zip(fields, cells, strict=True))
-        index = _parse_int(row.get("index", ""))
+        if positions is not None:
+            cells.append("")
+            cells = [cells[position] for position in positions]
+        index = _parse_int(cells[0].strip())
         if index is None:
             continue
-
         samples.append(
             GpuSample(
                 index=index,
-                name=_text_or_none(row.get("name", "")) or "unknown GPU",
-                uuid=_text_or_none(row.get("uuid", "")),
-                util_pct=parse_measurement(row.get("utilization.gpu", "")),
-                mem_used_mib=parse_measurement(row.get("memory.used", "")),
-                mem_total_mib=parse_measurement(row.get("memory.total", "")),
-                power_w=parse_measurement(row.get("power.draw", "")),
-                power_limit_w=parse_measurement(row.get("power.limit", "")),
-                temp_c=parse_measurement(row.get("temperature.gpu", "")),
-                sm_clock_mhz=parse_measurement(row.get("clocks.sm", "")),
-                sm_clock_max_mhz=parse_measurement(row.get("clocks.max.sm", "")),
-                mig_mode=_text_or_none(row.get("mig.mode.current", "")),
+                name=_text_or_none(cells[1]) or "unknown GPU",
+                uuid=_text_or_none(cells[2]),
+                util_pct=_cell_measurement(cells[3]),
+                mem_used_mib=_cell_measurement(cells[4]),
+                mem_total_mib=_cell_measurement(cells[5]),
+                power_w=_cell_measurement(cells[6]),
+                power_limit_w=_cell_measurement(cells[7]),
+                temp_c=_cell_measurement(cells[8]),
+                sm_clock_mhz=_cell_measurement(cells[9]),
+                sm_clock_max_mhz=_cell_measurement(cells[10]),
+                mig_mode=_text_or_none(cells[11]),
             )
         )
     return samples
@@ -383,14 +427,19 @@ def parse_compute_apps_csv(text: str, gpus: Sequence[GpuSample] = ()) -> list[Gp
     `gpu_index` comes from matching the UUID against `gpus`. A process name containing
     commas is rejoined; "No running processes found" and other noise are skipped.
     """
+    return _gpu_processes(text.splitlines(), gpus)
+
+
+def _gpu_processes(lines: Iterable[str], gpus: Sequence[GpuSample]) -> list[GpuProcess]:
+    """`parse_compute_apps_csv` over lines already split."""
     index_by_uuid = {gpu.uuid: gpu.index for gpu in gpus if gpu.uuid}
     processes: list[GpuProcess] = []
-    for line in text.splitlines():
-        cells = _split_csv_row(line)
+    for line in lines:
+        cells = line.split(",")  # spaces kept, as in _gpu_samples
         if len(cells) < len(COMPUTE_APP_FIELDS):
             continue
-        uuid, pid_text, memory = cells[0], cells[1], cells[-1]
-        pid = _parse_int(pid_text)
+        uuid = cells[0].strip()
+        pid = _parse_int(cells[1].strip())
         if pid is None or not uuid:
             continue
         processes.append(
@@ -398,8 +447,12 @@ def parse_compute_apps_csv(text: str, gpus: Sequence[GpuSample] = ()) -> list[Gp
                 gpu_uuid=uuid,
                 gpu_index=index_by_uuid.get(uuid),
                 pid=pid,
-                process_name=", ".join(cells[2:-1]),
-                used_mem_mib=parse_measurement(memory),
+                process_name=(
+                    cells[2].strip()
+                    if len(cells) == len(COMPUTE_APP_FIELDS)
+                    else ", ".join([cell.strip() for cell in cells[2:-1]])
+                ),
+                used_mem_mib=_cell_measurement(cells[-1]),
             )
         )
     return processes
@@ -407,20 +460,24 @@ def parse_compute_apps_csv(text: str, gpus: Sequence[GpuSample] = ()) -> list[Gp
 
 # ---------------------------------------------------------------- host sections
 
+_BOOTTIME = re.compile(r"sec\s*=\s*(\d+),\s*usec\s*=\s*(\d+)")
+_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
+_MEMINFO_LINE = re.compile(r"^(\w+):\s+(\d+)\s*(kB)?")
+
 
 def _parse_boot_id(lines: list[str]) -> str | None:
     """Linux's boot_id, or a stable id from macOS's `kern.boottime` ({ sec = N, usec = M } ...)."""
     text = "\n".join(lines).strip()
     if not text:
         return None
-    boottime = re.search(r"sec\s*=\s*(\d+),\s*usec\s*=\s*(\d+)", text)
+    boottime = _BOOTTIME.search(text)
     if boottime:
         return f"boottime-{boottime.group(1)}.{boottime.group(2)}"
     return text.splitlines()[0].strip()
 
 
 def _leading_floats(text: str, count: int) -> list[float | None]:
-    numbers: list[float | None] = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)[:count]]
+    numbers: list[float | None] = [float(n) for n in _DECIMAL.findall(text)[:count]]
     return numbers + [None] * (count - len(numbers))
 
 
@@ -428,7 +485,7 @@ def _parse_meminfo(lines: list[str]) -> tuple[int | None, int | None]:
     """(MemTotal, MemAvailable) in bytes from /proc/meminfo-style `Key: N kB` lines."""
     values: dict[str, int] = {}
     for line in lines:
-        match = re.match(r"^(\w+):\s+(\d+)\s*(kB)?", line)
+        match = _MEMINFO_LINE.match(line)
         if match:
             values[match.group(1)] = int(match.group(2)) * (1024 if match.group(3) else 1)
     return values.get("MemTotal"), values.get("MemAvailable")
@@ -436,9 +493,14 @@ def _parse_meminfo(lines: list[str]) -> tuple[int | None, int | None]:
 
 # ---------------------------------------------------------------- df
 
+_BLOCKS_COLUMN = re.compile(r"(\d+)([km]?)-blocks")
+
 
 def _is_df_number(token: str) -> bool:
-    return token == "-" or re.fullmatch(r"\d+%?", token) is not None
+    """Whether a `df` token is a count or a percentage (the regex `\\d+%?`), or "-"."""
+    if token.isdecimal():  # the same characters as the regex's \d
+        return True
+    return token == "-" or (token.endswith("%") and token[:-1].isdecimal())
 
 
 def parse_df(text: str) -> dict[str, str] | None:
@@ -447,36 +509,41 @@ def parse_df(text: str) -> dict[str, str] | None:
     Columns are found from the header, and the numeric block is located in the row, so
     filesystem names and mount points with spaces and BSD's extra inode columns all work.
     """
-    lines = [line for line in text.splitlines() if line.strip()]
-    header_index = next((i for i, line in enumerate(lines) if line.startswith("Filesystem")), None)
-    if header_index is None or header_index + 1 >= len(lines):
+    return _df_row(text.splitlines())
+
+
+def _df_row(lines: Iterable[str]) -> dict[str, str] | None:
+    """`parse_df` over lines already split."""
+    rows = iter(lines)
+    header = next((line for line in rows if line.startswith("Filesystem")), None)
+    data = next((line for line in rows if line.strip()), None)  # the next non-blank line
+    if header is None or data is None:
         return None
-    header = lines[header_index].split()[1:]
-    if header[-2:] == ["Mounted", "on"]:
-        header = header[:-2]
-    tokens = lines[header_index + 1].split()
-    width = len(header)
+    columns = header.split()[1:]
+    if columns[-2:] == ["Mounted", "on"]:
+        columns = columns[:-2]
+    tokens = data.split()
+    width = len(columns)
     for start in range(1, len(tokens) - width + 1):
         block = tokens[start : start + width]
-        if all(_is_df_number(token) for token in block):
-            row = {name.lower(): value for name, value in zip(header, block, strict=True)}
+        if all(map(_is_df_number, block)):
+            row = dict(zip(map(str.lower, columns), block, strict=True))
             row["filesystem"] = " ".join(tokens[:start])
             row["mounted on"] = " ".join(tokens[start + width :])
             return row
     return None
 
 
-def _df_int(row: dict[str, str], *names: str) -> int | None:
-    for name in names:
-        value = row.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
+def _df_int(row: dict[str, str], name: str, scale: int = 1) -> int | None:
+    """Column `name` of a `df` row times `scale`; None when absent or not a count ("-")."""
+    value = row.get(name)
+    return int(value) * scale if value is not None and value.isdigit() else None
 
 
+@functools.lru_cache(maxsize=8)
 def _block_size(column: str) -> int:
     """Bytes per unit of df's size column: "1024-blocks", "512-blocks", "1k-blocks"."""
-    match = re.fullmatch(r"(\d+)([km]?)-blocks", column)
+    match = _BLOCKS_COLUMN.fullmatch(column)
     if match is None:
         return 1024
     return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2)]
@@ -491,16 +558,22 @@ def _percent(part: int | None, rest: int | None) -> float | None:
 
 def parse_disk_usage(path: str, df_blocks: str, df_inodes: str) -> DiskUsage | None:
     """A `DiskUsage` from `df -P -k` and `df -P -i` output; None when neither parses."""
-    blocks = parse_df(df_blocks)
-    inodes = parse_df(df_inodes)
+    return _disk_usage(path, df_blocks.splitlines(), df_inodes.splitlines())
+
+
+def _disk_usage(path: str, df_blocks: Iterable[str], df_inodes: Iterable[str]) -> DiskUsage | None:
+    """`parse_disk_usage` over lines already split."""
+    blocks = _df_row(df_blocks)
+    inodes = _df_row(df_inodes)
     if blocks is None and inodes is None:
         return None
     total = used = avail = None
     if blocks is not None:
         size_column = next((key for key in blocks if key.endswith("-blocks")), "1024-blocks")
         block_size = _block_size(size_column)
-        sizes = [_df_int(blocks, name) for name in (size_column, "used", "available")]
-        total, used, avail = (None if n is None else n * block_size for n in sizes)
+        total = _df_int(blocks, size_column, block_size)
+        used = _df_int(blocks, "used", block_size)
+        avail = _df_int(blocks, "available", block_size)
     inodes_used = _df_int(inodes, "iused") if inodes else None
     inodes_free = _df_int(inodes, "ifree") if inodes else None
     inodes_total = _df_int(inodes, "inodes") if inodes else None
@@ -526,7 +599,7 @@ def parse_disk_usage(path: str, df_blocks: str, df_inodes: str) -> DiskUsage | N
 # ---------------------------------------------------------------- the probe output
 
 
-@dataclass
+@dataclass(slots=True)
 class _Section:
     args: str
     lines: list[str] = field(default_factory=list)
@@ -538,16 +611,31 @@ class _Section:
         return "\n".join(self.lines)
 
 
+# The ASCII line breaks str.splitlines() knows besides "\n" (the others are not ASCII).
+_OTHER_ASCII_LINE_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+
+
+def _lf_lines(text: str) -> str:
+    """The lines of `text`, as str.splitlines() cuts them, joined by "\\n" alone."""
+    if text.isascii() and not any(brk in text for brk in _OTHER_ASCII_LINE_BREAKS):
+        return text.removesuffix("\n")  # the probe's own output: nothing to cut and join
+    return "\n".join(text.splitlines())
+
+
 def _split_sections(text: str) -> dict[str, _Section]:
-    """Sections by name; the first of each name wins, so nothing later can overwrite it."""
+    """Sections by name; the first of each name wins, so nothing later can overwrite it.
+
+    Markers count only at the start of a line, any line break splitlines() knows included.
+    """
     sections: dict[str, _Section] = {}
     current: _Section | None = None
-    for line in text.splitlines():
-        if not line.startswith(MARK):
-            if current is not None:
-                current.lines.append(line)
-            continue
-        verb, _, args = line[len(MARK) :].partition(" ")
+    # With every line break made "\n", splitting at "\n" + MARK cuts the text right before
+    # each marker line: a chunk is the marker's words, then the lines up to the next marker.
+    # One split per section instead of a Python step per line.
+    chunks = ("\n" + _lf_lines(text)).split("\n" + MARK)
+    for chunk in chunks[1:]:
+        marker, has_lines, body = chunk.partition("\n")
+        verb, _, args = marker.partition(" ")
         if verb == "section":
             name, _, section_args = args.partition(" ")
             current = _Section(section_args.strip())
@@ -558,6 +646,8 @@ def _split_sections(text: str) -> dict[str, _Section]:
             current.missing = True
         elif verb == "end":
             current = None
+        if current is not None and has_lines:
+            current.lines += body.split("\n")
     return sections
 
 
@@ -578,7 +668,10 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
         return section.lines if section else []
 
     def first_line(name: str) -> str | None:
-        return next((line.strip() for line in lines(name) if line.strip()), None)
+        for line in lines(name):
+            if stripped := line.strip():
+                return stripped
+        return None
 
     heartbeat = sections.get("heartbeat")
     load1, load5, load15 = _leading_floats(" ".join(lines("loadavg")), 3)
@@ -599,17 +692,15 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
     else:
         nvidia_smi = "ok"
         fields = tuple(gpu_section.args.split(",")) if gpu_section.args else GPU_QUERY_FIELDS
-        gpus = parse_gpu_csv(gpu_section.text, fields)
+        gpus = _gpu_samples(gpu_section.lines, fields)
         apps = sections.get("gpu_processes")
         if apps is not None and apps.exit_status == 0:
-            processes = parse_compute_apps_csv(apps.text, gpus)
+            processes = _gpu_processes(apps.lines, gpus)
 
     disk_path = first_line("disk_path")
     disk = None
     if disk_path is not None:
-        disk = parse_disk_usage(
-            disk_path, "\n".join(lines("df_blocks")), "\n".join(lines("df_inodes"))
-        )
+        disk = _disk_usage(disk_path, lines("df_blocks"), lines("df_inodes"))
 
     return WorkerSnapshot(
         taken_at=taken_at,
