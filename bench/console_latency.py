@@ -70,8 +70,8 @@ def child(workspace: Path, mode: str, stats_path: Path) -> int:
     """The console under test: real app, synthetic telemetry for the 100 workers."""
     sys.path.insert(0, str(REPO / "src"))
     from runyard.core.workspace import Workspace
+    from runyard.sim.synthetic import StaticAlerts, SyntheticTelemetry
     from runyard.tui.app import RunyardApp
-    from runyard.tui.demo_fleet import StaticAlerts, SyntheticTelemetry
     from runyard.tui.services import ConsoleServices
     from runyard.tui.views.logs import LogsView
 
@@ -305,7 +305,7 @@ def make_workspace(root: Path) -> None:
     from runyard.core.store.workers_file import find_index, to_yaml_node
     from runyard.core.store.workspace_store import WorkspaceStore
     from runyard.core.workspace import init_workspace
-    from runyard.tui.demo_fleet import synthetic_workers
+    from runyard.sim.synthetic import synthetic_workers
 
     workspace, _ = init_workspace(root)
     workspace.settings_path.write_text("refresh: {fleet_seconds: 2, runs_seconds: 2}\n")

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from textual.pilot import Pilot
 
+from fakes.sandbox_fleet import SandboxFleet
 from runyard.core.models import PullRecord, Run, RunStatus, Worker
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workers import add_worker
 from runyard.core.workspace import Workspace
+from runyard.sim.synthetic import StaticAlerts, SyntheticTelemetry, synthetic_workers
 from runyard.tui.app import RunyardApp
-from runyard.tui.demo_fleet import SandboxFleet, StaticAlerts, SyntheticTelemetry
 from runyard.tui.services import ConsoleServices, TelemetrySource
 from runyard.tui.state import AlertLike
 
@@ -182,8 +183,6 @@ def synthetic_console(
     workspace: Workspace, workers: int = 6, alerts: Sequence[AlertLike] = SAMPLE_ALERTS
 ) -> RunyardApp:
     """The console over `workers` synthetic rented boxes and the fixed queue."""
-    from runyard.tui.demo_fleet import synthetic_workers
-
     store = WorkspaceStore(workspace)
     synthetic_fleet(store, synthetic_workers(workers))
     write_runs(store, fixed_runs())

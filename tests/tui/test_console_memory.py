@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.sandbox_fleet import SandboxFleet
 from fakes.vast_workspace import configure_vast, sim_fixture  # noqa: F401  (fixture)
 from runyard.core.models import Run, RunStatus
 from runyard.core.runs import RunSpec, add_run
@@ -20,7 +21,6 @@ from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workspace import Workspace
 from runyard.sim.vast_api import SimVast
 from runyard.tui.app import RunyardApp
-from runyard.tui.demo_fleet import SandboxFleet
 from runyard.tui.services import ConsoleServices
 from runyard.tui.views.fleet import FleetView
 from runyard.tui.views.logs import LogsView

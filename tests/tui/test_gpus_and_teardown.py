@@ -8,13 +8,13 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, TabbedContent
 
+from fakes.sandbox_fleet import DemoWorker, install_demo_workers
 from runyard.core.models import PullRecord, Run, RunStatus
 from runyard.core.runs import RunSpec, add_run
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workspace import Workspace
 from runyard.sim.fake_nvidia_smi import write_fake_nvidia_smi
 from runyard.tui.app import RunyardApp
-from runyard.tui.demo_fleet import DemoWorker, install_demo_workers
 from runyard.tui.modals.teardown import TeardownModal
 from runyard.tui.views.fleet import FleetView
 from runyard.tui.views.gpus import GpuView

@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import io
-import shutil
 import signal
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,19 +26,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runyard.cli.output import format_metrics, print_table
+from runyard.sim.demo_workspace import (
+    CONSOLE_EPOCHS,
+    CONSOLE_SLEEP,
+    DEMO_COMPETITION,
+    LABEL,
+    prepare_demo_workspace,
+    stage_demo,
+)
 
 if TYPE_CHECKING:
     from runyard.core.fleet.transports import Fleet
-    from runyard.core.models import Run, Worker
+    from runyard.core.models import Run
     from runyard.core.store.workspace_store import WorkspaceStore
     from runyard.core.workspace import Workspace
     from runyard.sim.fleet import FleetInfo, SimulatedFleet
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEMO_COMPETITION = REPO_ROOT / "competitions" / "demo"
-COPY_IGNORE = ("submissions", "outputs", "__pycache__", "data")
 TOUR_DEADLINE_S = 300.0
-LABEL = "SIMULATED"
 
 
 def _say(text: str) -> None:
@@ -59,29 +60,6 @@ def run_demo(args: argparse.Namespace) -> int:
     return _tour(root, count, args.fresh)
 
 
-# ---------------------------------------------------------------- the workspace
-
-
-def prepare_workspace(root: Path, *, fresh: bool) -> Workspace:
-    """Make (or reuse) the demo workspace and copy the demo competition into it."""
-    from runyard.core.errors import OperationalError
-    from runyard.core.workspace import init_workspace
-    from runyard.sim.fleet import running_fleet
-
-    serving = running_fleet(root) if root.exists() else None
-    if serving is not None:
-        raise OperationalError(
-            f"a {LABEL} fleet (pid {serving.pid}) already serves {root}; stop it or use --dir"
-        )
-    if fresh and root.exists():
-        shutil.rmtree(root)
-    workspace, _ = init_workspace(root)
-    target = workspace.competitions_dir / "demo"
-    if not target.exists() and DEMO_COMPETITION.is_dir():
-        shutil.copytree(DEMO_COMPETITION, target, ignore=shutil.ignore_patterns(*COPY_IGNORE))
-    return workspace
-
-
 # ---------------------------------------------------------------- --headless
 
 
@@ -95,7 +73,7 @@ def _serve_headless(root: Path, count: int, fresh: bool) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        workspace = prepare_workspace(root, fresh=fresh)
+        workspace = prepare_demo_workspace(root, fresh=fresh)
         fleet = SimulatedFleet(workspace.root, count)
         info = fleet.start()
         try:
@@ -143,7 +121,7 @@ def _tour(root: Path, count: int, fresh: bool) -> int:
         raise OperationalError(
             f"the demo competition is not at {DEMO_COMPETITION}; run the demo from a checkout"
         )
-    workspace = prepare_workspace(root, fresh=fresh)
+    workspace = prepare_demo_workspace(root, fresh=fresh)
     console = _console()
     fleet = SimulatedFleet(workspace.root, count)
     _say(f"{LABEL} fleet: starting {count} loopback SSH workers in a process of their own")
@@ -152,8 +130,8 @@ def _tour(root: Path, count: int, fresh: bool) -> int:
         _print_fleet(info)
         _say(f"demo workspace: {workspace.root}  (plain files; workers.yaml lists the fleet)")
         if console is not None:
-            asyncio.run(_stage(workspace, fleet, epochs=60, sleep=0.5))
-            return console(workspace, simulated=True)
+            asyncio.run(_stage(workspace, fleet, epochs=CONSOLE_EPOCHS, sleep=CONSOLE_SLEEP))
+            return console(workspace, simulated=True, auto_dispatch=True)
         return asyncio.run(_stage_and_walk(workspace, fleet))
     finally:
         fleet.stop()
@@ -178,94 +156,22 @@ def _print_fleet(info: FleetInfo) -> None:
 async def _stage(
     workspace: Workspace, sim: SimulatedFleet, *, epochs: int, sleep: float
 ) -> list[Run]:
-    """Push the demo code to every worker, queue the demo runs, dispatch them."""
-    from runyard.core.dispatch import dispatch
-    from runyard.core.fleet.transports import Fleet
-    from runyard.core.store.workspace_store import WorkspaceStore
-
-    store = WorkspaceStore(workspace)
-    served = {box.name for box in sim.info.workers}
-    workers = [w for w in store.workers() if w.worker_id in served]
-    fleet = Fleet(workspace.root, store.settings())
-    try:
-        _say(f"sync: competitions/demo -> every {LABEL} worker, over its SSH connection")
-        failures = await push_demo_code(fleet, workers, workspace.root)
-        print(f"pushed to {len(workers) - len(failures)} workers")
-        for name, error in failures.items():
-            print(f"  {name}: {error}")
-        runs = queue_demo_runs(store, workers, epochs=epochs, sleep=sleep)
-        _say("queue: a learning-rate sweep and one run that fails at epoch 3")
-        for run in runs:
-            print(f"queued {run.name} {run.id} (pool {run.pool}, priority {run.priority})")
-        _say("dispatch: detached with setsid on the workers, one run per slot")
-        for launched in await dispatch(store, fleet):
-            where = f"pid={launched.pid}" if launched.ok else f"FAILED: {launched.error}"
-            print(f"dispatched {launched.run_id} {launched.run_name} -> {launched.worker} {where}")
-        return runs
-    finally:
-        await fleet.close()
-
-
-def _demo_tarball(source: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(
-            source,
-            arcname="competitions/demo",
-            filter=lambda info: None if Path(info.name).name in COPY_IGNORE else info,
-        )
-    return buffer.getvalue()
-
-
-async def push_demo_code(fleet: Fleet, workers: Sequence[Worker], root: Path) -> dict[str, str]:
-    """Unpack the demo competition into each worker's workspace; failures by worker."""
-    from runyard.core.errors import RunyardError
-    from runyard.core.protocol import sh_path
-
-    payload = _demo_tarball(root / "competitions" / "demo")
-
-    async def push(worker: Worker) -> str | None:
-        target = sh_path(fleet.workspace_path(worker))
-        script = f"mkdir -p {target} && tar -xzf - -C {target}"
-        try:
-            result = await fleet.executor(worker).run(script, payload)
-        except RunyardError as exc:
-            return str(exc)
-        return None if result.ok else result.stderr.decode(errors="replace").strip()
-
-    outcomes = await asyncio.gather(*(push(w) for w in workers))
-    return {w.worker_id: error for w, error in zip(workers, outcomes, strict=True) if error}
-
-
-def queue_demo_runs(
-    store: WorkspaceStore, workers: Sequence[Worker], *, epochs: int, sleep: float
-) -> list[Run]:
-    """A learning-rate sweep spread over the fleet's pools, and one run that fails."""
-    from runyard.core.runs import RunSpec, add_run
-
-    pools = sorted({w.worker_pool for w in workers})
-    batch = sum(1 for run in store.runs() if run.project == "demo")
-    suffix = f"-{batch // 4 + 1}" if batch else ""
-    train = f"python3 competitions/demo/train.py --epochs {epochs} --sleep {sleep}"
-    specs = [
-        RunSpec(
-            command=f"{train} --lr {lr} && python3 competitions/demo/predict.py",
-            name=f"sweep-lr{lr}{suffix}",
-            project="demo",
-            pool=pools[i % len(pools)],
-            priority=5 - i,
-        )
-        for i, lr in enumerate(("0.003", "0.01", "0.03"))
-    ]
-    specs.append(
-        RunSpec(
-            command=f"{train} --fail-at-epoch 3",
-            name=f"fails-at-3{suffix}",
-            project="demo",
-            pool=pools[-1],
-        )
+    """Push the demo code to every worker, queue the demo runs, dispatch them (and say so)."""
+    _say(f"sync: competitions/demo -> every {LABEL} worker, over its SSH connection")
+    staged = await stage_demo(
+        workspace, {box.name for box in sim.info.workers}, epochs=epochs, sleep=sleep
     )
-    return [add_run(store, spec) for spec in specs]
+    print(f"pushed to {len(staged.workers) - len(staged.push_failures)} workers")
+    for name, error in staged.push_failures.items():
+        print(f"  {name}: {error}")
+    _say("queue: a learning-rate sweep and one run that fails at epoch 3")
+    for run in staged.runs:
+        print(f"queued {run.name} {run.id} (pool {run.pool}, priority {run.priority})")
+    _say("dispatch: detached with setsid on the workers, one run per slot")
+    for launched in staged.launched:
+        where = f"pid={launched.pid}" if launched.ok else f"FAILED: {launched.error}"
+        print(f"dispatched {launched.run_id} {launched.run_name} -> {launched.worker} {where}")
+    return staged.runs
 
 
 async def _stage_and_walk(workspace: Workspace, sim: SimulatedFleet) -> int:

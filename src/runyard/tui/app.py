@@ -107,7 +107,7 @@ class RunyardApp(App[int]):
         """`auto_dispatch` is the caller's explicit choice for this session (it wins over
         console.json and is not saved there); None lets the operator's saved choice apply.
         A caller that switches `controller.auto_dispatch` on before the console opens (as
-        `open_demo_console` and the screenshots do) counts as explicit too."""
+        the screenshots do) counts as explicit too."""
         super().__init__()
         self.services = services
         self.simulated = simulated
@@ -591,18 +591,14 @@ def run_console(
 ) -> int:
     """Open the console on `workspace` until the operator quits; the exit status.
 
-    A workspace holding the demo's sandbox workers gets the sandbox fleet (and the
-    SIMULATED label) whether or not `simulated` is passed.
+    A workspace whose workers are `runyard demo`'s is labelled SIMULATED whether or not
+    `simulated` is passed (`runyard console` on a `demo --headless` workspace, say).
     """
     from runyard.core.store.workspace_store import WorkspaceStore
-    from runyard.tui.demo_fleet import SandboxFleet, is_simulated
+    from runyard.sim.catalog import is_sim_entry
 
-    store = WorkspaceStore(workspace)
-    fleet = None
-    if any(is_simulated(worker) for worker in store.workers()):
-        fleet = SandboxFleet(workspace, store.settings())
-        simulated = True
-    services = ConsoleServices(workspace, fleet=fleet)
-    app = RunyardApp(services, simulated=simulated, auto_dispatch=auto_dispatch)
+    workers = WorkspaceStore(workspace).workers()
+    simulated = simulated or any(is_sim_entry(worker.to_dict()) for worker in workers)
+    app = RunyardApp(ConsoleServices(workspace), simulated=simulated, auto_dispatch=auto_dispatch)
     result = app.run()
     return result if isinstance(result, int) else (app.return_code or 0)
