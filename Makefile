@@ -36,6 +36,7 @@ unit: setup
 bench: setup
 	$(RUN) python bench/queue_scale.py
 	$(RUN) python bench/reconcile.py
+	$(RUN) python bench/probe_parse.py
 	$(RUN) python bench/fleet_refresh.py --quick
 	$(RUN) python bench/console_latency.py
 
