@@ -944,3 +944,13 @@ def test_fake_nvidia_smi_human_outputs(sandbox: Path) -> None:
     )
     assert fake_nvidia_smi.run(["-q"], environ, 0.0)[0] == 2
     assert fake_nvidia_smi.run([], {}, 0.0) == (6, ["No devices were found"])
+
+
+def test_a_carriage_return_in_heartbeat_output_cannot_forge_a_gpu_section() -> None:
+    forged = "ok\r@@runyard:section gpus index,name\n9, forged card\n"
+    host = HOST_SECTIONS.replace(
+        "@@runyard:section heartbeat\nok\n", f"@@runyard:section heartbeat\n{forged}"
+    )
+    snapshot = parse_probe_output(probe_bytes(REAL_GPU_SECTIONS, host=host), 1700000000.5)
+    assert [gpu.name for gpu in snapshot.gpus] == [gpu.name for gpu in GPU_BOX.gpus]
+    assert all(gpu.name != "forged card" for gpu in snapshot.gpus)

@@ -611,25 +611,21 @@ class _Section:
         return "\n".join(self.lines)
 
 
-# The ASCII line breaks str.splitlines() knows besides "\n" (the others are not ASCII).
-_OTHER_ASCII_LINE_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
-
-
 def _lf_lines(text: str) -> str:
-    """The lines of `text`, as str.splitlines() cuts them, joined by "\\n" alone."""
-    if text.isascii() and not any(brk in text for brk in _OTHER_ASCII_LINE_BREAKS):
-        return text.removesuffix("\n")  # the probe's own output: nothing to cut and join
-    return "\n".join(text.splitlines())
+    """`text` with CRLF line ends made LF. Only a line feed starts a line: the probe
+    defuses markers after exactly that, so a carriage return in a heartbeat's output
+    cannot forge one."""
+    return text.replace("\r\n", "\n").removesuffix("\n")
 
 
 def _split_sections(text: str) -> dict[str, _Section]:
     """Sections by name; the first of each name wins, so nothing later can overwrite it.
 
-    Markers count only at the start of a line, any line break splitlines() knows included.
+    Markers count only at the start of a line (after a line feed, or CRLF).
     """
     sections: dict[str, _Section] = {}
     current: _Section | None = None
-    # With every line break made "\n", splitting at "\n" + MARK cuts the text right before
+    # With CRLF made "\n", splitting at "\n" + MARK cuts the text right before
     # each marker line: a chunk is the marker's words, then the lines up to the next marker.
     # One split per section instead of a Python step per line.
     chunks = ("\n" + _lf_lines(text)).split("\n" + MARK)
