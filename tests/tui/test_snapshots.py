@@ -94,7 +94,7 @@ def test_logs_view(snap_compare: Snap, workspace: Workspace) -> None:
         await logs.open_panes(runs)
         for count, run in zip((240, 180), runs, strict=True):
             logs.add_batch(run.id, chunk(log_lines(count)))
-        logs.draw()  # what the view's clock does four times a second
+        logs.draw(everything=True)  # every pane, as on becoming visible
         logs.focus_main()
 
     app, before = prepared(workspace, follow_two)

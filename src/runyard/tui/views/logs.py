@@ -121,16 +121,14 @@ class LogPane(Vertical):
         if chunk.ended:
             self.chart_drawn_at = float("-inf")  # the last point goes up with the last lines
 
-    def draw(self, now: float, chart_turn: bool = True) -> None:
-        """Show what arrived since the last draw: lines now, the chart at most once a second
-        and on its turn (a chart never drawn yet does not wait for one)."""
+    def draw(self, now: float) -> None:
+        """Show what arrived since the last draw: lines now, the chart once a second."""
         if not self.composed:
             return
         if self.incoming:
             self.log_lines.append(list(self.incoming))
             self.incoming.clear()
-        chart_due = now - self.chart_drawn_at >= CHART_INTERVAL_S
-        if self.chart_stale and chart_due and (chart_turn or self.chart_drawn_at == float("-inf")):
+        if self.chart_stale and now - self.chart_drawn_at >= CHART_INTERVAL_S:
             self.chart_drawn_at = now
             self.chart_stale = False
             keys = chart_keys(list(self.series))
@@ -208,9 +206,10 @@ class LogPane(Vertical):
 class LogsView(ConsoleView):
     """Every followed run, stacked; the focused pane takes the keys.
 
-    Reads arrive whenever each follower's poll returns; they are only stored. One clock
-    (`DRAW_INTERVAL_S`) draws every pane's news in the same frame, and only while the view
-    is on screen: four runs at 10,000 lines a second cost four frames a second, not sixteen.
+    Reads arrive whenever each follower's poll returns; they are only stored. The view's
+    clock draws the panes in turns, `STAGGER` groups per `DRAW_INTERVAL_S`, and only while
+    the view is on screen: every pane is drawn four times a second, but no frame pays for
+    all of them at once (a key pressed then would wait for every pane and chart).
     """
 
     TITLE = "Logs"
@@ -219,21 +218,21 @@ class LogsView(ConsoleView):
     """
     MAX_LINES = 5000
     DRAW_INTERVAL_S = 0.25
-    _chart_turn = 0  # which pane's chart draws on the next tick
+    STAGGER = 4
+    _tick = 0
 
     def on_mount(self) -> None:
-        self.set_interval(self.DRAW_INTERVAL_S, self.draw)
+        self.set_interval(self.DRAW_INTERVAL_S / self.STAGGER, self.draw)
 
-    def draw(self) -> None:
-        """Draw every pane's new lines; the charts take turns, one pane's per tick, so no
-        frame pays for every chart at once (a key pressed then would wait for all of them)."""
+    def draw(self, everything: bool = False) -> None:
+        """Draw this tick's group of panes (pane i on ticks i, i + STAGGER, ...), or all."""
         if self.console.active_tab != "logs":
             return
         now = time.monotonic()
-        panes = self.panes()
-        self._chart_turn += 1
-        for index, pane in enumerate(panes):
-            pane.draw(now, chart_turn=index == self._chart_turn % len(panes))
+        self._tick = (self._tick + 1) % self.STAGGER
+        for index, pane in enumerate(self.panes()):
+            if everything or index % self.STAGGER == self._tick:
+                pane.draw(now)
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -289,4 +288,4 @@ class LogsView(ConsoleView):
 
     def show(self, state: ConsoleState) -> None:
         """Logs arrive through `add_batch`; on becoming visible, draw what came meanwhile."""
-        self.draw()
+        self.draw(everything=True)
