@@ -9,6 +9,7 @@ run; stop and start; `worker add --vast-instance`.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -238,9 +239,30 @@ async def test_console_dispatch_reconciles_drift_first(vast: VastService, sim: S
     run = add_run(store, RunSpec(name="morning-batch", worker="overnight", command="echo ok"))
     services = ConsoleServices(store.workspace)
     try:
-        outcomes = await services.dispatch()
+        report = await services.dispatch()
     finally:
         await services.close()
-    assert [o.ok for o in outcomes if o.run_id == run.id] == [True], outcomes
+    assert [o.ok for o in report.outcomes if o.run_id == run.id] == [True], report
+    assert report.reconciled and report.reconcile_problem is None
+    worker = store.worker("overnight")
+    assert worker.ssh is not None and worker.ssh.port == moved.ssh_port
+
+
+async def test_cli_dispatch_reconciles_drift_first(
+    vast: VastService, sim: SimVast, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`runyard dispatch` fixes a rented box's moved SSH port before sending it a run."""
+    from runyard.cli.main import main
+
+    store = vast.store
+    instance_id = await rent_box(vast, "overnight")
+    moved = await sim.move(instance_id)
+    run = add_run(store, RunSpec(name="morning-batch", worker="overnight", command="echo ok"))
+    argv = ["--workspace", str(store.workspace.root), "dispatch", "--json"]
+    code = await asyncio.to_thread(main, argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [(o["id"], o["ok"]) for o in json.loads(out)] == [(run.id, True)]
+    assert "vast drift fixed first" in err
     worker = store.worker("overnight")
     assert worker.ssh is not None and worker.ssh.port == moved.ssh_port

@@ -392,11 +392,18 @@ def run_retry(args: argparse.Namespace) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from runyard.core.dispatch import dispatch as core_dispatch
+    from runyard.core.dispatch import reconcile_then_dispatch
 
     store = open_store(args)
-    outcomes = with_fleet(store, lambda fleet: core_dispatch(store, fleet, args.pool, args.dry_run))
+    report = with_fleet(
+        store, lambda fleet: reconcile_then_dispatch(store, fleet, args.pool, args.dry_run)
+    )
     flush_warnings(store)
+    for change in report.reconciled:
+        print(f"vast drift fixed first: {change}", file=sys.stderr)
+    if report.reconcile_problem:
+        print(f"warning: {report.reconcile_problem}", file=sys.stderr)
+    outcomes = report.outcomes
     if args.json:
         print_json(
             [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runyard.core.errors import InputError, RunyardError
 from runyard.core.fleet.transports import Fleet
@@ -19,6 +20,9 @@ from runyard.core.runs import set_status
 from runyard.core.secrets import resolve_secrets, split_env
 from runyard.core.store.events import utc_now
 from runyard.core.store.workspace_store import WorkspaceStore
+
+if TYPE_CHECKING:
+    from runyard.core.providers.vast.service import VastService
 
 
 @dataclass(frozen=True)
@@ -195,3 +199,43 @@ def _workdir(run: Run, workspace: str) -> str:
     if run.workdir.startswith(("/", "~")):
         return run.workdir
     return f"{workspace.rstrip('/')}/{run.workdir}"
+
+
+@dataclass(frozen=True)
+class DispatchReport:
+    """What `reconcile_then_dispatch` did: the outcomes, the drift it fixed first, and why
+    it could not look for drift (the other workers still got their runs)."""
+
+    outcomes: list[DispatchOutcome]
+    reconciled: list[str]
+    reconcile_problem: str | None = None
+
+
+async def reconcile_then_dispatch(
+    store: WorkspaceStore,
+    fleet: Fleet,
+    pool: str | None = None,
+    dry_run: bool = False,
+    run_ids: Collection[str] | None = None,
+    vast: VastService | None = None,
+) -> DispatchReport:
+    """Fix rented boxes' drift (a port or host that moved overnight), then dispatch.
+
+    As the seeds advise before every batch; the console and `runyard dispatch` both come
+    here. Without Vast workers there is no API call and no SDK import; a dry run only
+    plans, so it fixes nothing. `vast` is the caller's open service, if it keeps one.
+    """
+    from runyard.core.providers.vast.reconcile import has_rented_workers
+
+    reconciled: list[str] = []
+    problem: str | None = None
+    if not dry_run and has_rented_workers(store.workers()):
+        from runyard.core.providers.vast.service import VastService
+
+        try:
+            report = await (vast or VastService(store)).reconcile(fix=True)
+            reconciled = report.applied
+        except RunyardError as exc:
+            problem = f"Vast drift not checked before dispatch: {exc}"
+    outcomes = await dispatch(store, fleet, pool, dry_run, run_ids)
+    return DispatchReport(outcomes, reconciled, problem)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from textual.worker import Worker as TextualWorker
 
 from runyard.core.attach import run_interactive
+from runyard.core.dispatch import DispatchReport
 from runyard.core.errors import RunyardError
 from runyard.core.models import Run, Worker
 from runyard.core.providers.vast.offers import OfferFilters, RankedOffer, ReferenceJob
@@ -78,6 +79,7 @@ class ConsoleController:
         self.journal_path = services.workspace.state_dir / JOURNAL_NAME
         self.followed: list[str] = []  # run ids with a follower started here, in order
         self.vast_watch_wanted = False  # the operator's last watcher toggle
+        self._last_reconcile_problem: str | None = None
         self.log_poll_seconds = LOG_POLL_SECONDS
         self.vast_watcher: VastWatcher | None = None
         self._vast_stop: asyncio.Event | None = None
@@ -172,7 +174,9 @@ class ConsoleController:
         async def tick() -> None:
             self._post(RunsChecked(await self.services.check()))
             if self.auto_dispatch:
-                launched = [o for o in await self.services.dispatch() if o.ok]
+                report = await self.services.dispatch()
+                self._report_reconcile(report, quiet_when_unchanged=True)
+                launched = [o for o in report.outcomes if o.ok]
                 if launched:
                     self._post(Notice(f"auto-dispatched {len(launched)} run(s)"))
             await self._reload_runs()
@@ -267,7 +271,9 @@ class ConsoleController:
 
     def dispatch(self, run_ids: Sequence[str] | None = None) -> None:
         async def body() -> str:
-            outcomes = await self.services.dispatch(run_ids)
+            report = await self.services.dispatch(run_ids)
+            self._report_reconcile(report)
+            outcomes = report.outcomes
             if not outcomes:
                 return "nothing to dispatch: no pending run fits a free worker slot"
             failed = [o for o in outcomes if not o.ok]
@@ -277,6 +283,16 @@ class ConsoleController:
             return f"dispatched {', '.join(launched)}" if launched else ""
 
         self._action(body)
+
+    def _report_reconcile(self, report: DispatchReport, quiet_when_unchanged: bool = False) -> None:
+        """Say what the reconcile before a dispatch fixed, or why it could not run (once per
+        distinct problem for auto-dispatch, which comes back every few seconds)."""
+        if report.reconciled:
+            self._post(Notice("Vast drift fixed before dispatch: " + "; ".join(report.reconciled)))
+        problem = report.reconcile_problem
+        if problem and not (quiet_when_unchanged and problem == self._last_reconcile_problem):
+            self.fail(problem)
+        self._last_reconcile_problem = problem
 
     def pull(self, run_ids: Sequence[str]) -> None:
         async def body() -> str:

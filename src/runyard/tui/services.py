@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 from runyard.core import attach, run_edits, teardown
 from runyard.core.check import RunCheck, check
 from runyard.core.control import CancelOutcome, cancel_run
-from runyard.core.dispatch import DispatchOutcome, dispatch
+from runyard.core.dispatch import DispatchReport, reconcile_then_dispatch
 from runyard.core.fleet.telemetry import GpuProcess
 from runyard.core.fleet.transports import Fleet
 from runyard.core.gpu_processes import GpuProcessOwner, gpu_process_owners
@@ -168,19 +168,14 @@ class ConsoleServices:
     async def check(self) -> list[RunCheck]:
         return await check(self.store, self.fleet)
 
-    async def dispatch(self, run_ids: Sequence[str] | None = None) -> list[DispatchOutcome]:
-        """Dispatch every pending run, or only `run_ids`, after fixing Vast drift.
-
-        Reconcile first, as the seeds advise before every batch: a rented box whose SSH port
-        moved overnight is patched before runs are sent to it. Without Vast workers this
-        makes no API call; with an unreachable Vast API the other workers still get runs.
-        """
-        from runyard.core.errors import RunyardError
-
-        with contextlib.suppress(RunyardError):
-            await self.vast.reconcile_before_dispatch()
-        return await dispatch(
-            self.store, self.fleet, run_ids=list(run_ids) if run_ids is not None else None
+    async def dispatch(self, run_ids: Sequence[str] | None = None) -> DispatchReport:
+        """Dispatch every pending run, or only `run_ids`, after fixing Vast drift (core's
+        `reconcile_then_dispatch`, as `runyard dispatch` does)."""
+        return await reconcile_then_dispatch(
+            self.store,
+            self.fleet,
+            run_ids=list(run_ids) if run_ids is not None else None,
+            vast=self.vast,
         )
 
     async def patrol(self, workers: Sequence[Worker]) -> list[AlertLike]:

@@ -23,7 +23,6 @@ from runyard.core.providers.vast.offers import (
 from runyard.core.providers.vast.reconcile import (
     InventoryRow,
     ReconcileReport,
-    has_rented_workers,
     inventory,
     reconcile,
 )
@@ -106,12 +105,6 @@ class VastService(VastFiles):
 
     async def reconcile(self, fix: bool) -> ReconcileReport:
         return await reconcile(self.store, self.compute, fix)
-
-    async def reconcile_before_dispatch(self) -> ReconcileReport | None:
-        """Fix drift when any worker is a Vast box; no API call (and no SDK import) otherwise."""
-        if not has_rented_workers(self.store.workers()):
-            return None
-        return await reconcile(self.store, self.compute, fix=True)
 
     # ------------------------------------------------------------ renting
 
