@@ -21,7 +21,7 @@ from runyard.core.protocol import (
     parse_log_snapshot,
 )
 from runyard.core.runs import find_run, set_status
-from runyard.core.secrets import known_secret_values, redact_bytes
+from runyard.core.secrets import StreamRedactor, known_secret_values, redact_bytes
 from runyard.core.store.workspace_store import WorkspaceStore
 
 
@@ -78,9 +78,12 @@ async def follow_log(
     """Yield the log's last lines, then new bytes as they arrive, until the run has ended."""
     run, worker_name = _located(store, ref)
     assert run.run_dir is not None
-    secrets = known_secret_values(run.env)
+    redactor = StreamRedactor(known_secret_values(run.env))
     async for chunk in _follow(store, fleet, run, worker_name, lines, poll_seconds):
-        yield redact_bytes(chunk, secrets)
+        if shown := redactor.feed(chunk):
+            yield shown
+    if rest := redactor.flush():
+        yield rest
 
 
 async def _follow(

@@ -93,3 +93,36 @@ def redact_bytes(data: bytes, secrets: Mapping[str, str]) -> bytes:
         if len(value) >= 4:
             data = data.replace(value.encode(), b"***")
     return data
+
+
+class StreamRedactor:
+    """Redacts secrets from a byte stream cut into arbitrary chunks (`logs -f`).
+
+    A chunk's tail that could be the start of a secret is held back until the next chunk
+    shows whether it is one, so a secret split across two reads is still replaced. Output
+    is delayed only by such a tail: usually nothing is held.
+    """
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self.secrets = secrets
+        self._values = [v.encode() for v in secrets.values() if len(v) >= 4]
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        held = max((_partial_suffix(data, value) for value in self._values), default=0)
+        self._pending = data[len(data) - held :] if held else b""
+        return redact_bytes(data[: len(data) - held], self.secrets)
+
+    def flush(self) -> bytes:
+        """What is still held back (the stream ended), redacted."""
+        data, self._pending = self._pending, b""
+        return redact_bytes(data, self.secrets)
+
+
+def _partial_suffix(data: bytes, value: bytes) -> int:
+    """The length of the longest end of `data` that is a proper start of `value`."""
+    for size in range(min(len(value) - 1, len(data)), 0, -1):
+        if data.endswith(value[:size]):
+            return size
+    return 0
