@@ -590,6 +590,8 @@ def test_state_file_round_trip_missing_and_corrupt(tmp_path: Path) -> None:
         warnings: list[str] = []
         assert load_state(path, warnings) == PatrolState()
         assert len(warnings) == 1 and "starting fresh" in warnings[0]
+        assert path.with_name("patrol.json.bad").read_text() == garbage  # kept, not lost
+        assert not path.exists()
     # Bad entries are dropped one by one, the rest is kept.
     path.write_text(
         json.dumps(

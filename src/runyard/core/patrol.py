@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -932,15 +933,24 @@ def state_path(workspace: Workspace) -> Path:
 
 def load_state(path: Path, warnings: list[str] | None = None) -> PatrolState:
     """The saved patrol state; a missing or unreadable file starts fresh (it is only a cache
-    of what the next tick would rediscover, apart from timers that restart)."""
+    of what the next tick would rediscover, apart from timers that restart). A file that
+    is not patrol state is moved aside to `patrol.json.bad`, never overwritten unseen."""
     try:
         return PatrolState.from_json(json.loads(path.read_text("utf-8")))
     except FileNotFoundError:
         return PatrolState()
-    except (OSError, ValueError) as exc:
-        if warnings is not None:
-            warnings.append(f"{path}: unreadable patrol state ({exc}); starting fresh")
-        return PatrolState()
+    except OSError as exc:
+        why = f"unreadable patrol state ({exc}); starting fresh"
+    except ValueError as exc:
+        bad = path.with_name(path.name + ".bad")
+        try:
+            os.replace(path, bad)
+            why = f"not patrol state ({exc}); kept as {bad.name}, starting fresh"
+        except OSError:
+            why = f"not patrol state ({exc}); starting fresh"
+    if warnings is not None:
+        warnings.append(f"{path}: {why}")
+    return PatrolState()
 
 
 def save_state(path: Path, state: PatrolState) -> None:
