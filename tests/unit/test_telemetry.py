@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from runyard.core.fleet.telemetry import (
     gpu_is_really_working,
     parse_compute_apps_csv,
     parse_disk_usage,
+    parse_gnu_df,
     parse_gpu_csv,
     parse_measurement,
     parse_probe_output,
@@ -172,6 +174,9 @@ LINUX_DF_K = """Filesystem     1024-blocks       Used  Available Capacity Mounte
 LINUX_DF_I = """Filesystem        Inodes     IUsed    IFree IUse% Mounted on
 /dev/nvme0n1p1  124993536 124000000   993536   100% /
 """
+LINUX_DF_GNU = """Filesystem      1K-blocks       Used     Avail    Inodes     IUsed  IFree Mounted on
+/dev/nvme0n1p1 1967924812 1672736092 195172240 124993536 124000000 993536 /
+"""
 LUSTRE_DF_K = """Filesystem                 1024-blocks              Used         Available Capacity Mounted on
 10.0.0.1@o2ib:/scratch 5497558138880000 4398046511104000 1099511627776000      80% /mnt/big scratch
 """
@@ -209,6 +214,23 @@ def test_parse_disk_usage_bsd_inode_columns_and_garbage() -> None:
     assert (disk.inodes_used, disk.inodes_free, disk.total_bytes) == (2154332, 2212267240, None)
     assert disk.inodes_used_pct == pytest.approx(0.1)
     assert parse_disk_usage("/x", "df: /x: Stale file handle", "") is None
+
+
+GNU_DF_OUTPUT = """Filesystem      1K-blocks       Used      Avail Inodes IUsed IFree Mounted on
+/dev/sda2 on ssd 976762584  876762584  100000000      -     -     - /mnt/big scratch
+"""
+
+
+def test_parse_gnu_df_one_run_for_bytes_and_inodes() -> None:
+    disk = parse_gnu_df("/mnt/big scratch/ws", GNU_DF_OUTPUT)
+    assert disk is not None
+    assert (disk.filesystem, disk.mount_point) == ("/dev/sda2 on ssd", "/mnt/big scratch")
+    assert (disk.total_bytes, disk.avail_bytes) == (976762584 * 1024, 100000000 * 1024)
+    assert disk.used_pct == pytest.approx(89.8)
+    assert (disk.inodes_total, disk.inodes_used_pct) == (None, None)
+    linux = parse_gnu_df("/home/me/ws", LINUX_DF_GNU)
+    assert linux == parse_disk_usage("/home/me/ws", LINUX_DF_K, LINUX_DF_I)
+    assert parse_gnu_df("/x", "df: unrecognized option '--output'") is None
 
 
 # ---------------------------------------------------------------- the probe output
@@ -893,6 +915,49 @@ async def test_probe_on_a_cpu_box_without_nvidia_smi(
     assert (snapshot.gpus, snapshot.gpu_processes) == ([], [])
     assert snapshot.heartbeat_ok and snapshot.disk is not None
     assert snapshot_to_status(snapshot)["gpus"] == []
+
+
+def posix_df(path: Path) -> DiskUsage | None:
+    blocks = subprocess.run(["df", "-P", "-k", str(path)], capture_output=True, text=True)
+    inodes = subprocess.run(["df", "-P", "-i", str(path)], capture_output=True, text=True)
+    return parse_disk_usage(str(path), blocks.stdout, inodes.stdout)
+
+
+def same_filesystem(disk: DiskUsage | None, expected: DiskUsage | None) -> None:
+    """Everything but the used/free counts, which move between two df runs."""
+    assert disk is not None and expected is not None
+    fields = ("path", "filesystem", "mount_point", "total_bytes", "inodes_total")
+    assert [getattr(disk, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert disk.used_pct is not None and disk.inodes_used is not None
+
+
+async def test_probe_disk_agrees_with_posix_df_with_or_without_gnu_df(
+    sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    same_filesystem((await probe(sandbox)).disk, posix_df(sandbox))
+    # A df without --output (busybox, BSD): the probe falls back to two POSIX runs.
+    plain_df = tmp_path / "plain-df"
+    plain_df.mkdir()
+    shim = plain_df / "df"
+    shim.write_text(
+        '#!/bin/sh\ncase "$*" in *--output*) echo "df: unrecognized option" >&2; exit 1 ;; esac\n'
+        f'exec {shutil.which("df")} "$@"\n'
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{plain_df}{os.pathsep}{os.environ['PATH']}")
+    same_filesystem((await probe(sandbox)).disk, posix_df(sandbox))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one out")
+async def test_probe_counts_the_cpus_the_worker_shell_may_use(sandbox: Path) -> None:
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # the probe's shell inherits it
+    try:
+        pinned = await probe(sandbox)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert pinned.cpu_count == 1
+    assert (await probe(sandbox)).cpu_count == len(allowed)
 
 
 async def test_probe_quotes_and_expands_the_workspace(

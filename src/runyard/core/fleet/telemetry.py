@@ -149,20 +149,19 @@ export LC_ALL=C
 PATH="$PATH:/usr/local/nvidia/bin:/usr/lib/wsl/lib"
 exec </dev/null
 _ry_mark() { printf '@@runyard:%s\n' "$*"; }
-_ry_limited() {
-  local limit=$1
-  shift
-  if command -v timeout >/dev/null 2>&1; then timeout "$limit" "$@"; else "$@"; fi
-}
+_ry_first_line() { local line; IFS= read -r line < "$1"; printf '%s\n' "$line"; }
+# `"${_ry_limit[@]}" CMD` runs CMD under a time limit where `timeout` exists. A plain
+# command, not a function: bash then execs it in $(...) without one more fork.
+if command -v timeout >/dev/null 2>&1; then _ry_limit=(timeout __TIMEOUT__); else _ry_limit=(); fi
 _ry_mark probe __VERSION__
 """
 
 _PROBE_HOST_SECTIONS = r"""
 _ry_mark section boot_id
 if [ -n "${RUNYARD_SIM_BOOT_ID_FILE:-}" ] && [ -r "$RUNYARD_SIM_BOOT_ID_FILE" ]; then
-  printf '%s\n' "$(< "$RUNYARD_SIM_BOOT_ID_FILE")"  # a simulated worker (see core/protocol.py)
+  _ry_first_line "$RUNYARD_SIM_BOOT_ID_FILE"  # a simulated worker (see core/protocol.py)
 elif [ -r /proc/sys/kernel/random/boot_id ]; then
-  printf '%s\n' "$(< /proc/sys/kernel/random/boot_id)"
+  _ry_first_line /proc/sys/kernel/random/boot_id
 else
   sysctl -n kern.boottime 2>/dev/null
 fi
@@ -170,7 +169,7 @@ _ry_mark section hostname
 printf '%s\n' "${HOSTNAME:-$(uname -n 2>/dev/null)}"
 _ry_mark section uptime
 if [ -r /proc/uptime ]; then
-  printf '%s\n' "$(< /proc/uptime)"
+  _ry_first_line /proc/uptime
 else
   _ry_boot=$(sysctl -n kern.boottime 2>/dev/null)
   _ry_boot=${_ry_boot#*sec = }
@@ -179,17 +178,39 @@ else
 fi
 _ry_mark section loadavg
 if [ -r /proc/loadavg ]; then
-  printf '%s\n' "$(< /proc/loadavg)"
+  _ry_first_line /proc/loadavg
 else
   sysctl -n vm.loadavg 2>/dev/null
 fi
 _ry_mark section nproc
-nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null
+# The CPUs this shell may run on, as `nproc` counts them, without starting it.
+# /proc files are read whole by mapfile: `read` would make the kernel render them per line.
+_ry_cpus=
+if [ -r /proc/self/status ]; then
+  mapfile -t _ry_lines < /proc/self/status
+  for _ry_line in "${_ry_lines[@]}"; do
+    case $_ry_line in Cpus_allowed_list:*) _ry_cpus=${_ry_line#*:} _ry_cpus=${_ry_cpus//[[:space:]]/} ;; esac
+  done
+fi
+if [[ $_ry_cpus =~ ^[0-9,-]+$ ]]; then
+  _ry_count=0
+  IFS=, read -r -a _ry_ranges <<< "$_ry_cpus"
+  for _ry_range in "${_ry_ranges[@]}"; do
+    case $_ry_range in
+      *-*) _ry_count=$(( _ry_count + 10#${_ry_range#*-} - 10#${_ry_range%-*} + 1 )) ;;
+      *) _ry_count=$(( _ry_count + 1 )) ;;
+    esac
+  done
+  echo "$_ry_count"
+else
+  nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null
+fi
 _ry_mark section meminfo
 if [ -r /proc/meminfo ]; then
-  while IFS= read -r _ry_line; do
+  mapfile -t _ry_lines < /proc/meminfo
+  for _ry_line in "${_ry_lines[@]}"; do
     case $_ry_line in MemTotal:* | MemAvailable:*) printf '%s\n' "$_ry_line" ;; esac
-  done < /proc/meminfo
+  done
 else
   _ry_mem=$(sysctl -n hw.memsize 2>/dev/null) && echo "MemTotal: $(( _ry_mem / 1024 )) kB"
 fi
@@ -198,11 +219,11 @@ fi
 _PROBE_GPU_SECTIONS = r"""
 _ry_fields=__GPU_FIELDS__
 if command -v nvidia-smi >/dev/null 2>&1; then
-  _ry_out=$(_ry_limited __TIMEOUT__ nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
+  _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
   _ry_rc=$?
   if [ "$_ry_rc" -ne 0 ] && [[ $_ry_out == *"not a valid field"* ]]; then
     _ry_fields=__GPU_CORE_FIELDS__
-    _ry_out=$(_ry_limited __TIMEOUT__ nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
+    _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
     _ry_rc=$?
   fi
   _ry_mark section gpus "$_ry_fields"
@@ -210,7 +231,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   _ry_mark rc "$_ry_rc"
   if [ "$_ry_rc" -eq 0 ]; then
     _ry_mark section gpu_processes __APP_FIELDS__
-    _ry_out=$(_ry_limited __TIMEOUT__ nvidia-smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits 2>&1)
+    _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits 2>&1)
     _ry_rc=$?
     [ -n "$_ry_out" ] && printf '%s\n' "$_ry_out"
     _ry_mark rc "$_ry_rc"
@@ -232,17 +253,22 @@ while [ ! -d "$_ry_dir" ]; do
 done
 [ -d "$_ry_dir" ] || _ry_dir=$HOME
 _ry_mark section disk_path
-(cd -- "$_ry_dir" 2>/dev/null && pwd) || printf '%s\n' "$_ry_dir"
-_ry_mark section df_blocks
-df -P -k -- "$_ry_dir" 2>&1
-_ry_mark section df_inodes
-df -P -i -- "$_ry_dir" 2>&1
+# The probe's own subshell (see build_probe_script) may change directory.
+if cd -- "$_ry_dir" 2>/dev/null; then pwd; else printf '%s\n' "$_ry_dir"; fi
+# GNU df gives bytes and inodes in one run; elsewhere (BSD, busybox) POSIX df runs twice.
+_ry_mark section df
+if ! df -k --output=source,size,used,avail,itotal,iused,iavail,target -- "$_ry_dir" 2>/dev/null; then
+  _ry_mark section df_blocks
+  df -P -k -- "$_ry_dir" 2>&1
+  _ry_mark section df_inodes
+  df -P -i -- "$_ry_dir" 2>&1
+fi
 _ry_mark end
 exit 0
 """
 
 
-def _heartbeat_section(heartbeat_command: str, timeout_s: int) -> str:
+def _heartbeat_section(heartbeat_command: str) -> str:
     """The heartbeat section: run the operator's command, keep its output and exit status.
 
     Output lines that would read as probe markers are defused, so a heartbeat cannot forge
@@ -253,7 +279,7 @@ def _heartbeat_section(heartbeat_command: str, timeout_s: int) -> str:
         return "\n_ry_mark section heartbeat\nprintf 'ok\\n'\n_ry_mark rc 0\n"
     return f"""
 _ry_mark section heartbeat
-_ry_out=$(_ry_limited {timeout_s} "${{BASH:-bash}}" -c {shlex.quote(heartbeat_command)} 2>&1)
+_ry_out=$(exec "${{_ry_limit[@]}}" "${{BASH:-bash}}" -c {shlex.quote(heartbeat_command)} 2>&1)
 _ry_rc=$?
 _ry_out=${{_ry_out:0:{HEARTBEAT_OUTPUT_LIMIT}}}
 _ry_out=${{_ry_out//$'\\n'@@runyard:/$'\\n'@@ runyard:}}
@@ -283,8 +309,10 @@ def build_probe_script(
     )
     body = "".join(
         (
-            _PROBE_PRELUDE.replace("__VERSION__", PROBE_VERSION),
-            _heartbeat_section(heartbeat_command, timeout_s),
+            _PROBE_PRELUDE.replace("__VERSION__", PROBE_VERSION).replace(
+                "__TIMEOUT__", str(timeout_s)
+            ),
+            _heartbeat_section(heartbeat_command),
             _PROBE_HOST_SECTIONS,
             gpu_sections,
             _PROBE_DISK_SECTIONS.replace("__WORKSPACE__", remote_path_expression(workspace)),
@@ -561,10 +589,29 @@ def parse_disk_usage(path: str, df_blocks: str, df_inodes: str) -> DiskUsage | N
     return _disk_usage(path, df_blocks.splitlines(), df_inodes.splitlines())
 
 
-def _disk_usage(path: str, df_blocks: Iterable[str], df_inodes: Iterable[str]) -> DiskUsage | None:
-    """`parse_disk_usage` over lines already split."""
-    blocks = _df_row(df_blocks)
-    inodes = _df_row(df_inodes)
+def parse_gnu_df(path: str, df_output: str) -> DiskUsage | None:
+    """A `DiskUsage` from GNU `df -k --output=source,size,used,avail,itotal,iused,iavail,target`.
+
+    One run gives bytes and inodes; its header names "Avail" what POSIX df calls "Available".
+    """
+    row = _df_row(df_output.splitlines())
+    return _disk_usage(path, (), (), gnu_row=row)
+
+
+def _disk_usage(
+    path: str,
+    df_blocks: Iterable[str],
+    df_inodes: Iterable[str],
+    *,
+    gnu_row: dict[str, str] | None = None,
+) -> DiskUsage | None:
+    """`parse_disk_usage` over lines already split, or over one GNU `--output` row."""
+    if gnu_row is not None:
+        blocks: dict[str, str] | None = {**gnu_row, "available": gnu_row.get("avail", "")}
+        inodes: dict[str, str] | None = gnu_row
+    else:
+        blocks = _df_row(df_blocks)
+        inodes = _df_row(df_inodes)
     if blocks is None and inodes is None:
         return None
     total = used = avail = None
@@ -696,7 +743,9 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
     disk_path = first_line("disk_path")
     disk = None
     if disk_path is not None:
-        disk = _disk_usage(disk_path, lines("df_blocks"), lines("df_inodes"))
+        gnu_df = sections.get("df")
+        gnu_row = _df_row(gnu_df.lines) if gnu_df is not None else None
+        disk = _disk_usage(disk_path, lines("df_blocks"), lines("df_inodes"), gnu_row=gnu_row)
 
     return WorkerSnapshot(
         taken_at=taken_at,
