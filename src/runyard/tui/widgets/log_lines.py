@@ -84,21 +84,25 @@ class LogLines(ScrollView, can_focus=True):
         self.refresh()
 
     def follow_end(self) -> None:
-        """Show the newest line, now and again once the new size is laid out."""
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
-        self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+        """Show the newest line from now on: anchored, every layout scrolls to the end, so
+        the view never shows a stale position between a batch and the next layout."""
+        self.anchor()
+
+    def on_mount(self) -> None:
+        if self.following:
+            self.follow_end()
 
     def on_resize(self) -> None:
         self._cache.clear()
-        if self.following:
-            self.follow_end()
 
     def set_following(self, following: bool) -> None:
         """Resume (showing what arrived meanwhile and jumping to the end) or pause."""
         if following == self.following:
             return
         self.following = following
-        if following:
+        if not following:
+            self.anchor(False)
+        else:
             backlog = list(self.pending)
             self.pending.clear()
             self.pending_count = 0
