@@ -83,12 +83,13 @@ def test_kill_tagged_kills_exactly_the_tagged_box() -> None:
     def sleeper(tag: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["sleep", "60"], env={**os.environ, "RY_TEST_TAG": tag})
 
-    mine, other = sleeper("fleet1/box-1"), sleeper("fleet1/box-10")  # a prefix, not the box
+    fleet = f"fleet-{os.getpid()}/"  # another test session on this machine has its own
+    mine, other = sleeper(f"{fleet}box-1"), sleeper(f"{fleet}box-10")  # a prefix, not the box
     try:
-        assert kill_tagged("RY_TEST_TAG", {"fleet1/box-1"}, "fleet1/") == 1
+        assert kill_tagged("RY_TEST_TAG", {f"{fleet}box-1"}, fleet) == 1
         assert mine.wait(10) == -signal.SIGKILL
         assert other.poll() is None
-        assert tagged_processes("RY_TEST_TAG", "fleet1/") == {"fleet1/box-10": [other.pid]}
+        assert tagged_processes("RY_TEST_TAG", fleet) == {f"{fleet}box-10": [other.pid]}
     finally:
         other.kill()
         other.wait()

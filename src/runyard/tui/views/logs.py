@@ -91,6 +91,7 @@ class LogPane(Vertical):
         self.incoming: deque[str] = deque(maxlen=max_lines)  # received, not drawn yet
         self.header_stale = True
         self.composed = False  # the view's clock may tick while this pane is being mounted
+        self.closing = False  # ... or while it is being removed, its children first
 
     def compose(self) -> ComposeResult:
         yield TextLine(classes="pane-header")
@@ -123,7 +124,7 @@ class LogPane(Vertical):
 
     def draw(self, now: float) -> None:
         """Show what arrived since the last draw: lines now, the chart once a second."""
-        if not self.composed:
+        if not self.composed or self.closing:
             return
         if self.incoming:
             self.log_lines.append(list(self.incoming))
@@ -242,7 +243,8 @@ class LogsView(ConsoleView):
         )
 
     def panes(self) -> list[LogPane]:
-        return list(self.query(LogPane))
+        """The panes on screen, not those being removed."""
+        return [pane for pane in self.query(LogPane) if not pane.closing]
 
     def pane(self, run_id: str) -> LogPane | None:
         return next((p for p in self.panes() if p.run_id == run_id), None)
@@ -260,8 +262,9 @@ class LogsView(ConsoleView):
         if pane is None:
             return
         self.console.controller.unfollow(run_id)
+        pane.closing = True
         pane.remove()
-        remaining = [p for p in self.panes() if p is not pane]
+        remaining = self.panes()
         if remaining:
             remaining[0].log_lines.focus()
         else:
