@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +55,25 @@ class CLI:
 @pytest.fixture
 def cli(workspace: Workspace) -> Iterator[CLI]:
     yield CLI(workspace.root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tmux() -> Iterator[None]:
+    """Runs on tmux-profile workers (Vast) start tmux sessions: on a private server, never
+    the operator's, and killed at the end. A short path: tmux sockets have a length limit."""
+    directory = tempfile.mkdtemp(prefix="ry-tmux-")
+    saved = {name: os.environ.get(name) for name in ("TMUX", "TMUX_TMPDIR")}
+    os.environ.pop("TMUX", None)
+    os.environ["TMUX_TMPDIR"] = directory
+    yield
+    if shutil.which("tmux"):
+        subprocess.run(["tmux", "kill-server"], capture_output=True, check=False)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

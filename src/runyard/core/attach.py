@@ -15,13 +15,14 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from runyard.core import protocol
 from runyard.core.models import Run, Worker
 from runyard.core.protocol import sh_path
 
 
 def tmux_session_name(run: Run) -> str:
     """The tmux session a tmux-detached attempt runs in (as `protocol.build_launch` names it)."""
-    return f"runyard-{run.id}-{run.attempts}"
+    return protocol.tmux_session_name(run.id, run.attempts)
 
 
 def attach_script(directory: str, tmux_session: str | None) -> str:

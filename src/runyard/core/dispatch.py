@@ -8,18 +8,20 @@ lock, so a retried launch never starts a run twice), then record pids under the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runyard.core.errors import InputError, RunyardError
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import Run, RunStatus, Worker
+from runyard.core.profiles import Detach, load_profile
 from runyard.core.protocol import LaunchRequest, build_launch, parse_launch, run_dir_path
 from runyard.core.runs import set_status
 from runyard.core.secrets import resolve_secrets, split_env
 from runyard.core.store.events import utc_now
 from runyard.core.store.workspace_store import WorkspaceStore
+from runyard.core.teardown import platform_of
 
 if TYPE_CHECKING:
     from runyard.core.providers.vast.service import VastService
@@ -89,6 +91,30 @@ class DispatchOutcome:
     ok: bool
     pid: int | None = None
     error: str | None = None
+    warning: str | None = None  # launched, but not as asked (tmux missing: setsid instead)
+
+
+def detach_primitives(store: WorkspaceStore, workers: Iterable[Worker]) -> dict[str, str]:
+    """How each worker's runs detach: "tmux" where its platform profile says so, else "setsid".
+
+    Each platform's profile is read once. A profile that cannot be read costs a warning,
+    not the dispatch: its runs start with setsid, which every worker supports.
+    """
+    by_platform: dict[str, str] = {}
+    primitives: dict[str, str] = {}
+    for worker in workers:
+        platform = platform_of(worker)
+        if platform not in by_platform:
+            try:
+                profile = load_profile(store.workspace.profiles_dir, platform)
+            except RunyardError as exc:
+                store.warnings.append(f"{exc}; runs on {worker.worker_id} start with setsid")
+                by_platform[platform] = "setsid"
+            else:
+                tmux = profile.detach_primitive is Detach.TMUX
+                by_platform[platform] = "tmux" if tmux else "setsid"
+        primitives[worker.worker_id] = by_platform[platform]
+    return primitives
 
 
 async def dispatch(
@@ -117,6 +143,8 @@ async def dispatch(
         # Every secret first: a missing one stops the dispatch before any run moves (and
         # before the events log records a dispatch that never happens).
         secret_values = {a.run_id: resolve_secrets(split_env(by_id[a.run_id].env)[1]) for a in plan}
+        planned_workers = dict.fromkeys(a.worker for a in plan)
+        detach = detach_primitives(store, (workers[name] for name in planned_workers))
         for assignment in plan:
             run = by_id[assignment.run_id]
             worker = workers[assignment.worker]
@@ -141,6 +169,7 @@ async def dispatch(
                     env=plain_env,
                     secrets=secret_values[run.id],
                     command=run.command,
+                    detach=detach[worker.worker_id],
                 ),
             )
 
@@ -166,6 +195,7 @@ async def dispatch(
             return outcome
         outcome.ok = True
         outcome.pid = launched.pid
+        outcome.warning = launched.warning
         return outcome
 
     outcomes = await asyncio.gather(*(launch(w, r) for w, r in requests.values()))
@@ -180,7 +210,15 @@ async def dispatch(
             if outcome.ok and outcome.pid is not None:
                 run.pid = outcome.pid
                 run.started_at = utc_now()
-                set_status(store, run, RunStatus.RUNNING, pid=outcome.pid)
+                if outcome.warning is None:
+                    set_status(store, run, RunStatus.RUNNING, pid=outcome.pid)
+                else:
+                    # The CLI prints store warnings and the console shows them: the operator
+                    # learns why there is no tmux session to attach to.
+                    store.warnings.append(f"{run.name} on {outcome.worker}: {outcome.warning}")
+                    set_status(
+                        store, run, RunStatus.RUNNING, pid=outcome.pid, warning=outcome.warning
+                    )
             elif not outcome.ok:
                 # Never launched: back to pending; the next dispatch is a fresh attempt
                 # (a new run directory, so a half-made one can never block it).

@@ -348,7 +348,7 @@ def owning_run(
 ) -> str | None:
     """The id of the run `pid` belongs to: the run's own pid, a descendant, or in its session.
 
-    Runs start under `setsid`, so a child orphaned by a dying wrapper still carries the
+    Runs start as session leaders (`setsid`, or a tmux pane), so a child orphaned by a dying wrapper still carries the
     run's session id even after it is reparented to init.
     """
     if pid in run_pids:

@@ -9,6 +9,7 @@ run's environment, never to disk.
 Layout on the worker::
 
     <workspace>/.runyard/runs/<run-id>/<attempt>/   command run.sh log pid boot_id exit_code
+                                                    (tmux.sh: a tmux-detached run's first process)
     <workspace>/outputs/<run-name>/                 the run's isolated output directory
 """
 
@@ -67,10 +68,34 @@ bash "$d/command"
 write_exit $?
 """
 
+# The first process of a tmux-launched run. The session's command is the constant
+# `exec bash ./tmux.sh` (run by tmux's default-shell, whatever shell that is), so no path or
+# value needs quoting for it; `d` and `wd` are written above this text by bash's own `%q`.
+# Secrets arrive through a FIFO: a session's environment comes from the tmux server, not
+# from the client that created it, and secrets may touch neither disk nor a command line.
+TMUX_PANE = r"""
+# Show the log in the pane for an operator who attaches; the watcher ends with the run.
+# It starts before the secrets are read, so tail never carries them.
+( tail -n +1 -f "$d/log" 2>/dev/null & t=$!
+  while kill -0 "$$" 2>/dev/null; do sleep 1; done
+  kill "$t" 2>/dev/null ) &
+exec 3<"$d/secrets.fifo" || exit 1
+while IFS= read -r -d '' assignment <&3; do export "$assignment"; done
+exec 3<&-
+# This process becomes the run wrapper: its pid is the run's pid, process group and session,
+# as under setsid, and the pane (and the session) close when the run ends.
+exec bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1
+"""
+
 
 def env_script(env: Mapping[str, str]) -> str:
     """`export` lines for non-secret variables, every value quoted."""
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def tmux_session_name(run_id: str, attempt: int) -> str:
+    """The tmux session a tmux-detached attempt runs in; attach looks for the same name."""
+    return f"runyard-{run_id}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +113,43 @@ class LaunchRequest:
     detach: str = "setsid"  # or "tmux"
 
 
+# Starts the run in a tmux session, or leaves `started` empty (and says why in `warning`)
+# so the setsid start below runs instead: a worker without a working tmux still runs it.
+_TMUX_START = r"""
+if ! command -v tmux >/dev/null 2>&1; then
+  warning='tmux is not installed on the worker; the run was started with setsid (no session to attach)'
+elif ! mkfifo -m 600 "$d/secrets.fifo"; then
+  warning='cannot make the secrets FIFO for tmux; the run was started with setsid'
+else
+  { printf '#!/usr/bin/env bash\nd=%q\nwd=%q\n' "$d" "$wd"; printf '%s' "$pane"; } > "$d/tmux.sh"
+  # TMUX is emptied so the session lands on the default server, where attach looks for it.
+  if err=$(TMUX= tmux new-session -d -s "$session" -c "$d" 'exec bash ./tmux.sh' 2>&1 </dev/null)
+  then
+    started=tmux
+    # Opening the FIFO blocks until the session's first process opens it to read.
+    feed_secrets > "$d/secrets.fifo" &
+    feeder=$!
+    for _ in $(seq 1 1000); do kill -0 "$feeder" 2>/dev/null || break; sleep 0.01; done
+    if kill "$feeder" 2>/dev/null; then
+      # The session never opened the FIFO, so it never reached the run: end it, use setsid.
+      TMUX= tmux kill-session -t "=$session" 2>/dev/null
+      started=
+      warning='the tmux session did not start within 10s; the run was started with setsid'
+    fi
+  else
+    warning="tmux could not start a session ($(printf '%s' "$err" | tr '\n' ' ')); the run was started with setsid"
+  fi
+  rm -f "$d/secrets.fifo"
+fi
+"""
+
+
 def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
-    """The launch script and its stdin payload (command NUL secret-assignments NUL...)."""
+    """The launch script and its stdin payload (command NUL secret-assignments NUL...).
+
+    The script prints `run_dir=`, `pid=`, `boot_id=`, `detach=` (setsid or tmux) and, when
+    a tmux launch fell back to setsid, a one-line `warning=`.
+    """
     run_dir = run_dir_path(req.workspace, req.run_id, req.attempt)
     out_dir = output_dir_path(req.workspace, req.run_name)
     base_env = {
@@ -97,15 +157,12 @@ def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
         "RUNYARD_RUN_NAME": req.run_name,
         "RUNYARD_ATTEMPT": str(req.attempt),
     }
-    session = f"runyard-{req.run_id}-{req.attempt}"
+    tmux_start = ""
     if req.detach == "tmux":
-        start = (
-            f"tmux new-session -d -s {shlex.quote(session)} "
-            '"bash $(printf %q "$d/run.sh") $(printf %q "$d") $(printf %q "$wd") '
-            '</dev/null >>$(printf %q "$d/log") 2>&1"'
+        session = tmux_session_name(req.run_id, req.attempt)
+        tmux_start = (
+            f"session={shlex.quote(session)}\npane={shlex.quote(TMUX_PANE)}\n" + _TMUX_START
         )
-    else:
-        start = 'detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1 &'
     script = (
         _PRELUDE
         + f"""
@@ -120,21 +177,36 @@ umask 022
 mkdir -p "$out" || exit 3
 IFS= read -r -d '' cmd || true
 printf '%s' "$cmd" > "$d/command"
-while IFS= read -r -d '' assignment; do export "$assignment"; done
+# Secret assignments stay in this shell's memory (not exported) until the run's start.
+secrets=()
+while IFS= read -r -d '' assignment; do secrets+=("$assignment"); done
+feed_secrets() {{ [ "${{#secrets[@]}}" -eq 0 ] || printf '%s\\0' "${{secrets[@]}}"; }}
 printf '%s' {shlex.quote(env_script(base_env) + env_script(req.env))} > "$d/env.sh"
 printf 'export RUNYARD_OUTPUT_DIR=%q\n' "$out" >> "$d/env.sh"
 printf '%s' {shlex.quote(RUN_WRAPPER)} > "$d/run.sh"
 boot_id > "$d/boot_id"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$d/started_at"
+: >> "$d/log"
 detach() {{
   if command -v setsid >/dev/null 2>&1; then exec setsid "$@"
   elif command -v python3 >/dev/null 2>&1; then
     exec python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
   else exec nohup "$@"; fi
 }}
-{start}
+start_setsid() {{
+  for assignment in ${{secrets[@]+"${{secrets[@]}}"}}; do export "$assignment"; done
+  detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1
+}}
+started=
+warning=
+{tmux_start}
+if [ -z "$started" ]; then
+  started=setsid
+  start_setsid &
+fi
 for _ in $(seq 1 200); do [ -s "$d/pid" ] && break; sleep 0.01; done
-printf 'run_dir=%s\\npid=%s\\nboot_id=%s\\n' "$d" "$(cat "$d/pid" 2>/dev/null)" "$(cat "$d/boot_id")"
+printf 'run_dir=%s\\npid=%s\\nboot_id=%s\\ndetach=%s\\n' "$d" "$(cat "$d/pid" 2>/dev/null)" "$(cat "$d/boot_id")" "$started"
+[ -z "$warning" ] || printf 'warning=%s\\n' "$warning"
 """
     )
     payload = req.command.encode("utf-8") + b"\0"
@@ -149,6 +221,8 @@ class LaunchResult:
     run_dir: str | None = None
     pid: int | None = None
     boot_id: str | None = None
+    detach: str | None = None  # how the run was started: setsid or tmux
+    warning: str | None = None  # e.g. tmux was asked for but missing, so setsid started it
 
 
 def parse_launch(stdout: bytes) -> LaunchResult:
@@ -162,6 +236,8 @@ def parse_launch(stdout: bytes) -> LaunchResult:
         run_dir=fields.get("run_dir"),
         pid=int(pid) if pid.isdigit() else None,
         boot_id=fields.get("boot_id") or None,
+        detach=fields.get("detach") or None,
+        warning=fields.get("warning") or None,
     )
 
 
