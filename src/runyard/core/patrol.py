@@ -348,8 +348,8 @@ def owning_run(
 ) -> str | None:
     """The id of the run `pid` belongs to: the run's own pid, a descendant, or in its session.
 
-    Runs start as session leaders (`setsid`, or a tmux pane), so a child orphaned by a dying wrapper still carries the
-    run's session id even after it is reparented to init.
+    Runs start as session leaders (`setsid`, or a tmux pane), so a child orphaned by a dying
+    wrapper still carries the run's session id even after it is reparented to init.
     """
     if pid in run_pids:
         return run_pids[pid]
