@@ -208,11 +208,18 @@ def write_nvidia_smi(bin_dir: Path, workspace: Path, python: str, mode: str) -> 
         (bin_dir / name).write_bytes(out)
     sim = bin_dir / "nvidia-smi.sim"
     shim.rename(sim)
+
+    def replay(name: str) -> str:
+        """A `printf` of the captured output: a shell builtin, so one process per call, as
+        a real nvidia-smi is (an `exec cat` would double the processes the probe starts)."""
+        lines = (bin_dir / name).read_text(encoding="utf-8").splitlines()
+        return "printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) if lines else ":"
+
     shim.write_text(
         "#!/bin/sh\n# the simulated nvidia-smi's output, replayed without starting Python\n"
         'case " $* " in\n'
-        f'  *" --query-gpu="*) exec cat {shlex.quote(str(bin_dir / "gpus.csv"))} ;;\n'
-        f'  *" --query-compute-apps="*) exec cat {shlex.quote(str(bin_dir / "apps.csv"))} ;;\n'
+        f'  *" --query-gpu="*) {replay("gpus.csv")} ;;\n'
+        f'  *" --query-compute-apps="*) {replay("apps.csv")} ;;\n'
         f'  *) exec {shlex.quote(str(sim))} "$@" ;;\n'
         "esac\n",
         encoding="utf-8",
