@@ -370,3 +370,38 @@ async def test_an_ssh_worker_on_the_vast_profile_runs_in_tmux(
     wait_for(lambda: session not in sessions(), timeout=10, what="the session to end")
     for root in (server.home, store.workspace.root):
         assert files_containing(root, secret.encode()) == []
+
+
+def box_tmux(box_dir: Path, *args: str) -> list[str]:
+    """tmux against a simulated box's own server; its output lines."""
+    env = {**os.environ, "TMUX_TMPDIR": str(box_dir)}
+    done = subprocess.run([TMUX, *args], env=env, capture_output=True, text=True, timeout=10)
+    return done.stdout.split()
+
+
+async def test_a_simulated_box_runs_tmux_on_a_server_of_its_own(
+    workspace: Workspace, client_home: Path, tmp_path: Path, tmux_dir: Path
+) -> None:
+    """Like a real box, each simulated one has its own tmux: the operator's (here the test's
+    private server) never lists a demo run's session."""
+    async with LoopbackSSHServer(home=tmp_path / "box") as server:
+        trust_server(client_home, server)
+        store = WorkspaceStore(workspace)
+        worker = ssh_worker("box", server, server.client_key_path)
+        worker.platform = "vast"
+        add_worker(store, worker)
+        gate = server.home / "gate"
+        command = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+        run = add_run(store, RunSpec(name="boxed", worker="box", command=command))
+        fleet = Fleet(workspace.root, store.settings())
+        try:
+            [outcome] = await dispatch(store, fleet)
+            assert outcome.ok and outcome.warning is None
+            on_box = box_tmux(server.tmux_dir, "list-sessions", "-F", "#S")
+            assert tmux_session_name(find_run(store.runs(), run.id)) in on_box
+            assert server.tmux_dir != tmux_dir and not sessions()
+            gate.touch()
+            await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
+        finally:
+            await fleet.close()
+            box_tmux(server.tmux_dir, "kill-server")

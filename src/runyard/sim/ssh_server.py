@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import os
 import signal
 import socket
+import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +74,10 @@ class SimSSHServer:
         port: int = 0,
     ) -> None:
         self.home = Path(home)
+        # Each box has its own tmux server, as a real one would: never the operator's (a
+        # demo run in tmux would list its runs' sessions). Short, since tmux caps socket paths.
+        box = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:12]
+        self.tmux_dir = Path(tempfile.gettempdir()) / f"runyard-sim-tmux-{box}"
         self.host = LOOPBACK
         self.port = port
         self.host_key = host_key or generate_key()
@@ -108,6 +114,7 @@ class SimSSHServer:
     async def start(self) -> None:
         """Listen (again) on 127.0.0.1, on the same port as before once one was chosen."""
         self.home.mkdir(parents=True, exist_ok=True)
+        self.tmux_dir.mkdir(mode=0o700, exist_ok=True)
         owner = self
 
         class _Server(asyncssh.SSHServer):
@@ -197,6 +204,7 @@ class SimSSHServer:
             "LOGNAME": user,
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
+            "TMUX_TMPDIR": str(self.tmux_dir),
             "SSH_CONNECTION": f"{peer_host} {peer_port} {local_host} {local_port}",
             **self._env,
         }
