@@ -312,7 +312,8 @@ async def test_full_flow_against_openssh_sshd(
     long = add_run(store, RunSpec(name="sshd-long", worker="box", command=f"sleep 300; : {marker}"))
     fleet = Fleet(workspace.root, store.settings())
     try:
-        assert all(o.ok for o in await dispatch(store, fleet))
+        outcomes = await dispatch(store, fleet)
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
         followed = b"".join(
             [c async for c in follow_log(store, fleet, good.id, 10, poll_seconds=0.05)]
         )

@@ -8,8 +8,8 @@ While open, the console advances the pipeline: it probes the fleet every
 `refresh.fleet_seconds`, checks runs (and, when auto-dispatch is on, dispatches) every
 `refresh.runs_seconds`, and patrols. Closing it loses nothing: the files are the truth,
 and what the operator set in the console itself (view, table filters and sorts, followed
-logs, auto-dispatch, the Vast watcher) is kept in `.runyard/console.json` (see
-`console_memory`), saved at most once a second when it changed and on exit.
+logs, auto-dispatch, the Vast watcher) is kept in `.runyard/console.json` by the
+`ConsoleMemoryKeeper`, saved at most once a second when it changed and on exit.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from runyard.core.models import Run, RunStatus
+from runyard.core.models import Run
 from runyard.core.run_edits import spec_of
 from runyard.core.runs import RunSpec
 from runyard.core.secrets import known_secret_values, redact, split_env
-from runyard.core.store import console_memory
-from runyard.core.store.console_memory import ConsoleMemory, TableMemory
 from runyard.core.workspace import Workspace
 from runyard.tui.controller import ConsoleController
+from runyard.tui.memory_keeper import SAVE_SECONDS, ConsoleMemoryKeeper
 from runyard.tui.messages import (
     AlertsFound,
     FleetProbed,
@@ -63,7 +62,6 @@ from runyard.tui.views.gpus import GpuView
 from runyard.tui.views.logs import LogPane, LogsView
 from runyard.tui.views.runs import RunsView
 from runyard.tui.views.vast import VastView
-from runyard.tui.widgets.fast_table import FastTable
 from runyard.tui.widgets.header import ConsoleHeader, ErrorsModal, header_markup
 
 # (tab id, key, view class): the order of the tabs and of the number keys.
@@ -76,7 +74,6 @@ VIEWS: tuple[tuple[str, str, type[ConsoleView]], ...] = (
     ("vast", "6", VastView),
 )
 MIN_PATROL_SECONDS = 15.0
-MEMORY_SAVE_SECONDS = 1.0  # console.json is written at most this often (and on exit)
 
 
 class RunyardApp(App[int]):
@@ -122,24 +119,16 @@ class RunyardApp(App[int]):
         self.last_patrol_at: float | None = None
         self._drawn: dict[str, int] = {}
         self.views: dict[str, ConsoleView] = {tab: view(id=f"{tab}-view") for tab, _, view in VIEWS}
-        # console.json: what was last written (or loaded), and what is still to apply.
-        self.memory_path = console_memory.memory_path(services.workspace.state_dir)
-        self._memory_saved: ConsoleMemory | None = None
-        self._memory_bad = False  # the file on disk was refused: move it aside before writing
-        self._memory_problem: str | None = None  # the last save failure, reported once
-        self._auto_dispatch_choice: bool | None = None  # the operator's, as saved/toggled
-        self._pending_follow: tuple[str, ...] = ()  # saved follows, until the queue is loaded
-        self._loaded = console_memory.Loaded(ConsoleMemory())
+        self.memory = ConsoleMemoryKeeper(self, services.workspace.state_dir)
         self._tab = "fleet"
-        self._tables: dict[str, FastTable] = {}
 
     # ------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         # console.json is read here, as the console opens: the saved view is the first shown.
-        self._loaded = console_memory.load(self.memory_path)
-        if self._loaded.memory.view in self.views:
-            self._tab = self._loaded.memory.view
+        saved_view = self.memory.load()
+        if saved_view in self.views:
+            self._tab = saved_view
         yield ConsoleHeader()
         with TabbedContent(initial=self._tab, id="views"):
             for tab, key, view in VIEWS:
@@ -150,7 +139,7 @@ class RunyardApp(App[int]):
     def on_mount(self) -> None:
         if self.simulated:
             self.sub_title = "SIMULATED"
-        self.restore_memory()
+        self.memory.restore()
         self.controller.load_files()
         if self.timers:
             refresh = self.services.settings.refresh
@@ -161,107 +150,12 @@ class RunyardApp(App[int]):
             )
             self.call_after_refresh(self.action_refresh)
         self.call_after_refresh(self.view(self._tab).focus_main)
-        self.set_interval(MEMORY_SAVE_SECONDS, self.save_memory)
+        self.set_interval(SAVE_SECONDS, self.memory.save)
         self._redraw_header()
 
     async def on_unmount(self) -> None:
-        self.save_memory(final=True)
+        self.memory.save(final=True)
         await self.services.close()
-
-    # ------------------------------------------------------------ console.json
-
-    def restore_memory(self) -> None:
-        """Apply console.json (on mount): tables, view, auto-dispatch, watcher; the followed
-        logs once the queue is loaded. A bad file is reported once and left as it is."""
-        self._tables = {_table_key(t): t for t in self.query(FastTable) if t.id}
-        loaded = self._loaded
-        memory = loaded.memory
-        if not loaded.ok:
-            self._memory_bad = True
-            bad = console_memory.bad_path(self.memory_path).name
-            self.notify(
-                f"ignored {self.memory_path}: {loaded.problem}. The console opened with its "
-                f"defaults; the file stays as it is until you change a setting, then it is "
-                f"kept as {bad}.",
-                severity="warning",
-                timeout=20,
-            )
-        for key, saved in memory.tables.items():
-            table = self._tables.get(key)
-            if table is None:
-                continue
-            if saved.filter:
-                table.set_filter(saved.filter)
-            if saved.sort is None or any(c.key == saved.sort for c in table.columns):
-                table.sort_by(saved.sort, saved.reverse)
-        runs = self.view("runs")
-        if isinstance(runs, RunsView) and memory.runs_status in {s.value for s in RunStatus}:
-            runs.status_filter = RunStatus(memory.runs_status)
-        vast = self.view("vast")
-        if isinstance(vast, VastView):
-            vast.query_text = memory.vast_query
-        self._auto_dispatch_choice = memory.auto_dispatch
-        explicit = self.explicit_auto_dispatch
-        if explicit is None and self.controller.auto_dispatch:
-            explicit = True  # switched on by the caller before the console opened
-        self.controller.auto_dispatch = console_memory.resolve_auto_dispatch(
-            memory.auto_dispatch, explicit
-        )
-        self.state.auto_dispatch = self.controller.auto_dispatch
-        self._pending_follow = memory.followed
-        if memory.vast_watcher:
-            self.controller.vast_watch(True)
-            self.notify("Vast watcher resumed (it was on when the console closed; w in Vast)")
-        self._memory_saved = self.memory_snapshot()
-
-    def memory_snapshot(self) -> ConsoleMemory:
-        """What console.json should hold now (reads attributes only: it also runs on exit,
-        when the widgets are already off the screen)."""
-        tables = {
-            key: TableMemory(table.filter_text, table.sort_column, table.sort_reverse)
-            for key, table in self._tables.items()
-        }
-        runs = self.views["runs"]
-        status = runs.status_filter if isinstance(runs, RunsView) else None
-        vast = self.views["vast"]
-        followed = dict.fromkeys([*self.controller.followed, *self._pending_follow])
-        return ConsoleMemory(
-            view=self._tab,
-            tables={k: t for k, t in tables.items() if not t.is_default},
-            runs_status=status.value if status is not None else None,
-            vast_query=vast.query_text if isinstance(vast, VastView) else "",
-            followed=tuple(followed),
-            auto_dispatch=self._auto_dispatch_choice,
-            vast_watcher=self.controller.vast_watch_wanted,
-        )
-
-    def save_memory(self, final: bool = False) -> None:
-        """Write console.json if what it should hold changed (the timer, and on exit)."""
-        if self._memory_saved is None:
-            return  # not restored yet: never overwrite a file before it was read
-        memory = self.memory_snapshot()
-        if memory == self._memory_saved:
-            return
-        try:
-            moved = console_memory.save(self.memory_path, memory, keep_bad=self._memory_bad)
-        except OSError as exc:
-            problem = f"cannot save {self.memory_path}: {exc.strerror or exc}"
-            if problem != self._memory_problem and not final:
-                self.controller.fail(problem)
-            self._memory_problem = problem
-            return
-        self._memory_saved = memory
-        self._memory_bad = False
-        self._memory_problem = None
-        if moved is not None and not final:
-            self.notify(f"saved {self.memory_path}; the file it refused is kept as {moved}")
-
-    def _resume_follows(self) -> None:
-        """The queue is loaded: follow the saved runs that still exist and have a log."""
-        saved, self._pending_follow = self._pending_follow, ()
-        runs = console_memory.follow_targets(saved, self.state.runs)
-        if runs:
-            self.call_later(self._open_logs, runs, False)
 
     def redact(self, text: str) -> str:
         """`text` without the secrets this console could know (runs' `${secret:…}` values
@@ -281,6 +175,12 @@ class RunyardApp(App[int]):
     @property
     def active_tab(self) -> str:
         return self.query_one(TabbedContent).active or "fleet"
+
+    @property
+    def shown_tab(self) -> str:
+        """The tab shown last, kept as an attribute: readable on exit, when the widgets (and
+        `active_tab`) are gone. console.json saves it."""
+        return self._tab
 
     def _version(self, tab: str) -> int:
         state = self.state
@@ -364,8 +264,9 @@ class RunyardApp(App[int]):
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         self.state.set_runs(message.runs)
         self.redraw()
-        if self._pending_follow:
-            self._resume_follows()
+        follows = self.memory.follows_to_resume(self.state.runs)
+        if follows:
+            self.call_later(self._open_logs, follows, False)
 
     def on_runs_checked(self, message: RunsChecked) -> None:
         self.state.last_check_at = self.clock()
@@ -485,7 +386,7 @@ class RunyardApp(App[int]):
     def action_toggle_auto_dispatch(self) -> None:
         self.controller.set_auto_dispatch(not self.controller.auto_dispatch)
         self.state.auto_dispatch = self.controller.auto_dispatch
-        self._auto_dispatch_choice = self.controller.auto_dispatch
+        self.memory.auto_dispatch_choice = self.controller.auto_dispatch
         self._redraw_header()
         self.notify(f"auto-dispatch {'on' if self.controller.auto_dispatch else 'off'}")
 
@@ -571,11 +472,6 @@ def _table_bindings() -> list[BindingType]:
         *(b for b in TableView.BINDINGS if isinstance(b, Binding) and b.show),
         *(b for b in FastTable.BINDINGS if isinstance(b, Binding) and b.key == "enter"),
     ]
-
-
-def _table_key(table: FastTable) -> str:
-    """A table's name in console.json: the view's tab for a view's one table, else its id."""
-    return (table.id or "").removesuffix("-view-table")
 
 
 def _short_path(path: Path) -> str:
