@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,25 @@ async def test_the_shell_holds_one_channel_and_one_channel_pools_fall_back(
         assert (await pool.run_short(sim_worker, "echo e")).ok
         assert (await pool.run(sim_worker, "echo f")).ok  # one channel left besides the shell
         assert (await pool.run_short(sim_worker, "echo g")).ok
+
+
+async def test_a_login_that_hangs_is_named_and_chatter_before_the_loop_is_dropped(
+    tmp_path: Path, ssh_settings: SSHClientSettings, pool: SessionPool
+) -> None:
+    """A start-up file that never returns (a stale `pyenv rehash` lock) is reported as such,
+    not as a slow command; one that prints a banner does not leak it into the first answer."""
+    startup = tmp_path / "startup.sh"  # what every non-interactive bash reads ($BASH_ENV)
+    hung = tmp_path / "hung"
+    startup.write_text(f'[ -e {hung} ] && sleep 30\necho "Welcome to the box"\n')
+    async with LoopbackSSHServer(home=tmp_path / "box", env={"BASH_ENV": str(startup)}) as box:
+        trust(box, ssh_settings)
+        worker = ssh_worker("box", box.port, box.client_key_path)
+        assert await pool.run_short(worker, "echo first") == CommandResult(0, b"first\n", b"")
+        hung.touch()
+        await box.restart()  # a new login: the hung start-up file runs
+        with pytest.raises(WorkerUnreachable, match=r"start-up files .*may hang"):
+            await pool.run_short(worker, "echo second", timeout=1.5)
+        hung.unlink()
+        assert await pool.run_short(worker, "echo third") == CommandResult(0, b"third\n", b"")
+        with pytest.raises(WorkerUnreachable, match=r"timed out after 0\.5s"):
+            await pool.run_short(worker, "sleep 30", timeout=0.5)  # a slow script is not

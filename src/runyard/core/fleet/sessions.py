@@ -52,6 +52,7 @@ _CHANNEL_RETRY_S = 5.0
 _SHELL_LOOP = r"""
 _ry_err=$(mktemp "${TMPDIR:-/tmp}/runyard-sh.XXXXXX") || exit 97
 trap 'rm -f -- "$_ry_err"' EXIT
+printf '@@runyard:shell\n'
 _ry_lc=${LC_ALL+set:$LC_ALL}
 LC_ALL=C
 while IFS=' ' read -r _ry_tok _ry_n && read -r -N "$_ry_n" _ry_s; do
@@ -70,6 +71,16 @@ while IFS=' ' read -r _ry_tok _ry_n && read -r -N "$_ry_n" _ry_s; do
   fi
 done
 """
+
+
+# The shell loop's first line. A shell that never printed it is stuck before running any
+# command: in its login start-up files, more often than not (a hung `pyenv rehash`, conda
+# init, an NFS home).
+_SHELL_READY = b"@@runyard:shell\n"
+SILENT_SHELL_HINT = (
+    "connected, but the login shell did not start a command in {limit:g}s: its start-up "
+    "files (~/.bashrc, ~/.profile, $BASH_ENV) may hang; see if `ssh HOST true` returns"
+)
 
 
 def remote_command(script: str) -> str:
@@ -137,6 +148,7 @@ class _Shell:
     ) -> None:
         self.conn = conn
         self.process = process
+        self.started = False  # its ready line came: the login and its start-up files are done
 
     def usable_on(self, conn: asyncssh.SSHClientConnection | None) -> bool:
         """Whether the shell still runs on `conn`, the worker's live connection."""
@@ -159,6 +171,12 @@ class _Shell:
         self.process.stdin.write(b"%s %d\n%s" % (token, len(body), body))
         marker = b"\n" + token + b" END "
         buf = bytearray()
+        if not self.started:
+            # Whatever a chatty ~/.bashrc printed before the loop is dropped with the line.
+            while (ready := buf.find(_SHELL_READY)) < 0:
+                buf += await self._read()
+            del buf[: ready + len(_SHELL_READY)]
+            self.started = True
         start = 0
         while (end := buf.find(marker, start)) < 0:
             start = max(0, len(buf) - len(marker) + 1)
@@ -199,6 +217,7 @@ class _WorkerSession:
         self.shell: _Shell | None = None
         self.shell_lock = asyncio.Lock()
         self.shell_broken = False  # it died twice on a live connection: use channels
+        self.shell_silent = False  # the last shell given up on never reached its loop
 
     def discard_shell(self, kill: bool = False) -> None:
         """Close the persistent shell (SIGKILL first with `kill`) and free its channel."""
@@ -447,12 +466,16 @@ class SessionPool:
         ):
             return await self.run(worker, script, timeout=limit)
         deadline = time.monotonic() + limit
+        session.shell_silent = False
         try:
             async with asyncio.timeout(limit), session.shell_lock:
                 result = await self._shell_request(session, script)
         except TimeoutError:
             raise WorkerUnreachable(
-                session.name, f"command or shell open timed out after {limit:g}s"
+                session.name,
+                SILENT_SHELL_HINT.format(limit=limit)
+                if session.shell_silent
+                else f"command or shell open timed out after {limit:g}s",
             ) from None
         if result is not None:
             return result
@@ -476,6 +499,7 @@ class SessionPool:
                     session.name, f"connection lost while running: {exc}"
                 ) from exc
             except BaseException:  # cancelled, by the timeout too: the answer is half read
+                session.shell_silent = not shell.started
                 session.discard_shell(kill=True)
                 raise
         return None
