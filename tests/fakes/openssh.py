@@ -48,6 +48,11 @@ class OpenSSHServer:
         self.log: list[str] = []
 
     @property
+    def home(self) -> Path:
+        """HOME for the sessions this server starts."""
+        return self.root / "home"
+
+    @property
     def host_key_path(self) -> Path:
         return self.root / "ssh_host_ed25519_key"
 
@@ -77,6 +82,7 @@ class OpenSSHServer:
                 [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key_path)],
                 check=True,
             )
+        self.home.mkdir(exist_ok=True)
         authorized = self.root / "authorized_keys"
         authorized.write_text("".join(line.rstrip("\n") + "\n" for line in self._authorized_keys))
         config = self.root / "sshd_config"
@@ -97,6 +103,9 @@ class OpenSSHServer:
                     "AllowTcpForwarding yes",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
+                    # A home of its own: the account's real start-up files (a root ~/.bashrc
+                    # running `pyenv rehash` under a lock, say) stay out of every test login.
+                    f"SetEnv HOME={self.home}",
                     "",
                 ]
             )

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from test_local_runs import (
 from test_remote_runs import _is, ssh_worker, trust_server, wait_until
 
 from fakes.ssh_server import LoopbackSSHServer
-from runyard.core.attach import tmux_session_name
+from runyard.core.attach import attach_script, tmux_session_name
 from runyard.core.check import check as core_check
 from runyard.core.control import read_log
 from runyard.core.dispatch import dispatch
@@ -132,14 +133,19 @@ def test_a_tmux_run_lives_in_its_session_and_check_follows_it(
     assert tmux_session_name(started) == session  # where the console's attach key looks
     assert session in sessions()
     assert check_status(store, run.id) == "running"
-    # The session's pane is the run itself, and it shows the log to whoever attaches.
-    assert tmux("display-message", "-p", "-t", session, "#{pane_pid}").stdout.strip() == str(
-        started.pid
-    )
+    # The pane shows the log to whoever attaches; the run lives in a session of its own, off
+    # the pane's terminal, so Ctrl-C or Ctrl-\\ typed into the pane stops nothing.
+    assert started.pid is not None and os.getsid(started.pid) == started.pid
+    pane_pid = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").stdout)
+    assert pane_pid != started.pid
     wait_for(
         lambda: "hello from tmux" in tmux("capture-pane", "-p", "-t", session).stdout,
         what="the log in the pane",
     )
+    tmux("send-keys", "-t", session, "C-c")
+    tmux("send-keys", "-t", session, "C-\\")
+    time.sleep(0.3)  # signals are delivered at once; nothing else to wait on
+    assert check_status(store, run.id) == "running" and session in sessions()
 
     gate.touch()
     wait_finished_core(store, [run.id])
@@ -405,3 +411,15 @@ async def test_a_simulated_box_runs_tmux_on_a_server_of_its_own(
         finally:
             await fleet.close()
             box_tmux(server.tmux_dir, "kill-server")
+
+
+def test_attach_finds_exactly_its_session_not_a_longer_name(tmp_path: Path, tmux_dir: Path) -> None:
+    """Attempt 1's attach must not land in attempt 10's session (tmux matches prefixes)."""
+    tmux("new-session", "-d", "-s", "runyard-r1-10", "sleep 60")
+    script = attach_script(str(tmp_path), "runyard-r1-1")
+    env = {**os.environ, "SHELL": "/bin/echo"}  # the fallback "login shell" just says -l
+    fallback = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert fallback.stdout.strip() == "-l"
+    tmux("new-session", "-d", "-s", "runyard-r1-1", "sleep 60")
+    attached = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert attached.stdout.strip() != "-l" and "terminal" in attached.stderr  # tmux attach ran

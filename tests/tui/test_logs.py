@@ -15,7 +15,7 @@ from runyard.tui.app import RunyardApp
 from runyard.tui.views.logs import LogPane, LogsView
 from runyard.tui.widgets.charts import LineChart
 
-from .harness import console, settle, start, until
+from .harness import console, settle, start, synthetic_console, until
 
 SIZE = (160, 45)
 # A run that trains for a while: one metrics line per step, then it waits to be released.
@@ -175,3 +175,19 @@ async def test_follow_several_runs_and_close_a_pane(
         for name in ("one", "two"):
             release(store, name)
         await until(pilot, lambda: logs_view(app).panes()[0].stopped is not None)
+
+
+async def test_a_pane_closed_and_reopened_at_once_comes_back_once(workspace: Workspace) -> None:
+    """`x` then `l` on the same run before the old pane is gone: one pane, no duplicate id."""
+    app = synthetic_console(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, probe=False)
+        app.action_view("logs")
+        logs = logs_view(app)
+        run = next(r for r in app.state.runs if r.is_active)
+        await logs.open_panes([run])
+        logs.close_pane(run.id)
+        assert await logs.open_panes([run]) == [run]
+        await settle(pilot)
+        assert [p.run_id for p in logs.panes()] == [run.id]
+        assert len(logs.query(LogPane)) == 1

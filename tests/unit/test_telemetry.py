@@ -972,6 +972,10 @@ async def test_probe_quotes_and_expands_the_workspace(
     assert not files_under(tmp_path, "pwned*")
     missing = await probe("~/not/there/yet", cwd=tmp_path)
     assert missing.disk is not None and missing.disk.path == str(home)
+    (tmp_path / "rel" / "ws").mkdir(parents=True)
+    relative = await probe("rel/ws", cwd=tmp_path)  # relative to the login directory
+    assert relative.disk is not None and relative.disk.path == str(tmp_path / "rel" / "ws")
+    assert relative.disk.total_bytes and relative.disk.inodes_total is not None
 
 
 async def test_heartbeat_failure_timeout_and_forged_markers(sandbox: Path) -> None:

@@ -30,7 +30,8 @@ def attach_script(directory: str, tmux_session: str | None) -> str:
     shell = f'cd {sh_path(directory)} 2>/dev/null || cd; exec "${{SHELL:-bash}}" -l'
     if tmux_session is None:
         return shell
-    session = shlex.quote(tmux_session)
+    # "=" asks tmux for this exact name: a bare name also matches a prefix (…-1 finds …-10).
+    session = shlex.quote(f"={tmux_session}")
     # TMUX is unset so attaching from inside the operator's own tmux pane works (nested).
     return (
         f"if command -v tmux >/dev/null 2>&1 && tmux has-session -t {session} 2>/dev/null; "

@@ -68,23 +68,47 @@ bash "$d/command"
 write_exit $?
 """
 
-# The first process of a tmux-launched run. The session's command is the constant
-# `exec bash ./tmux.sh` (run by tmux's default-shell, whatever shell that is), so no path or
-# value needs quoting for it; `d` and `wd` are written above this text by bash's own `%q`.
-# Secrets arrive through a FIFO: a session's environment comes from the tmux server, not
-# from the client that created it, and secrets may touch neither disk nor a command line.
+# Starts a command in a session of its own: setsid(1), else python3, else nohup.
+_DETACH = r"""
+detach() {
+  if command -v setsid >/dev/null 2>&1; then exec setsid "$@"
+  elif command -v python3 >/dev/null 2>&1; then
+    exec python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+  else exec nohup "$@"; fi
+}
+"""
+
+# The first process of a tmux-launched run (`tmux.sh`). The session's command is the
+# constant `exec bash ./tmux.sh` (run by tmux's default-shell, whatever shell that is), so
+# no path or value needs quoting for it; `d` and `wd` are written above this text by bash's
+# own `%q`. Secrets arrive through a FIFO: a session's environment comes from the tmux
+# server, not from the client that created it, and secrets may touch neither disk nor a
+# command line. The run starts in a session of its own, off the pane's terminal, as under
+# setsid: Ctrl-C in an attached pane, or the pane closing, never reaches it. The pane only
+# shows the log, and closes (ending the tmux session) when the run ends.
 TMUX_PANE = r"""
-# Show the log in the pane for an operator who attaches; the watcher ends with the run.
-# It starts before the secrets are read, so tail never carries them.
-( tail -n +1 -f "$d/log" 2>/dev/null & t=$!
-  while kill -0 "$$" 2>/dev/null; do sleep 1; done
-  kill "$t" 2>/dev/null ) &
 exec 3<"$d/secrets.fifo" || exit 1
-while IFS= read -r -d '' assignment <&3; do export "$assignment"; done
+secrets=()
+while IFS= read -r -d '' assignment <&3; do secrets+=("$assignment"); done
 exec 3<&-
-# This process becomes the run wrapper: its pid is the run's pid, process group and session,
-# as under setsid, and the pane (and the session) close when the run ends.
-exec bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1
+# The launcher ends the list with a marker: a list cut short starts nothing.
+last=$(( ${#secrets[@]} - 1 ))
+[ "$last" -ge 0 ] && [ "${secrets[$last]}" = @@runyard:end ] || exit 1
+unset "secrets[$last]"
+# Whoever makes start.lock starts the run: this pane, or the launcher once it gave up on it.
+mkdir "$d/start.lock" 2>/dev/null || exit 1
+( for assignment in ${secrets[@]+"${secrets[@]}"}; do export "$assignment"; done
+  detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1 ) &
+run=$!
+unset secrets assignment
+trap '' INT QUIT TSTP  # the operator's Ctrl-C in the pane stops nothing (after the start)
+if tail --pid="$$" -n 0 /dev/null 2>/dev/null; then
+  tail -n +1 -f --pid="$run" "$d/log"
+else  # a tail without --pid (busybox, BSD): stop it once the run is gone
+  tail -n +1 -f "$d/log" & t=$!
+  while kill -0 "$run" 2>/dev/null; do sleep 1; done
+  kill "$t" 2>/dev/null
+fi
 """
 
 
@@ -125,16 +149,17 @@ else
   # TMUX is emptied so the session lands on the default server, where attach looks for it.
   if err=$(TMUX= tmux new-session -d -s "$session" -c "$d" 'exec bash ./tmux.sh' 2>&1 </dev/null)
   then
-    started=tmux
-    # Opening the FIFO blocks until the session's first process opens it to read.
-    feed_secrets > "$d/secrets.fifo" &
+    # Opening the FIFO blocks until the pane opens it to read; the marker ends the list.
+    { feed_secrets; printf '%s\0' @@runyard:end; } > "$d/secrets.fifo" &
     feeder=$!
-    for _ in $(seq 1 1000); do kill -0 "$feeder" 2>/dev/null || break; sleep 0.01; done
-    if kill "$feeder" 2>/dev/null; then
-      # The session never opened the FIFO, so it never reached the run: end it, use setsid.
+    for _ in $(seq 1 1000); do [ -e "$d/start.lock" ] && break; sleep 0.01; done
+    if mkdir "$d/start.lock" 2>/dev/null; then
+      # The pane never claimed the start, and now cannot: end it, use setsid.
+      kill "$feeder" 2>/dev/null
       TMUX= tmux kill-session -t "=$session" 2>/dev/null
-      started=
-      warning='the tmux session did not start within 10s; the run was started with setsid'
+      warning='the tmux session did not start the run within 10s; the run was started with setsid'
+    else
+      started=tmux
     fi
   else
     warning="tmux could not start a session ($(printf '%s' "$err" | tr '\n' ' ')); the run was started with setsid"
@@ -160,9 +185,8 @@ def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
     tmux_start = ""
     if req.detach == "tmux":
         session = tmux_session_name(req.run_id, req.attempt)
-        tmux_start = (
-            f"session={shlex.quote(session)}\npane={shlex.quote(TMUX_PANE)}\n" + _TMUX_START
-        )
+        pane = _DETACH + TMUX_PANE
+        tmux_start = f"session={shlex.quote(session)}\npane={shlex.quote(pane)}\n{_TMUX_START}"
     script = (
         _PRELUDE
         + f"""
@@ -187,12 +211,7 @@ printf '%s' {shlex.quote(RUN_WRAPPER)} > "$d/run.sh"
 boot_id > "$d/boot_id"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$d/started_at"
 : >> "$d/log"
-detach() {{
-  if command -v setsid >/dev/null 2>&1; then exec setsid "$@"
-  elif command -v python3 >/dev/null 2>&1; then
-    exec python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
-  else exec nohup "$@"; fi
-}}
+{_DETACH}
 start_setsid() {{
   for assignment in ${{secrets[@]+"${{secrets[@]}}"}}; do export "$assignment"; done
   detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1

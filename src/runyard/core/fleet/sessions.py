@@ -79,7 +79,7 @@ done
 _SHELL_READY = b"@@runyard:shell\n"
 SILENT_SHELL_HINT = (
     "connected, but the login shell did not start a command in {limit:g}s: its start-up "
-    "files (~/.bashrc, ~/.profile, $BASH_ENV) may hang; see if `ssh HOST true` returns"
+    "files (~/.bashrc, ~/.zshenv, $BASH_ENV) may hang; see if `ssh HOST true` returns"
 )
 
 

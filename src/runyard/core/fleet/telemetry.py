@@ -183,7 +183,8 @@ else
   sysctl -n vm.loadavg 2>/dev/null
 fi
 _ry_mark section nproc
-# The CPUs this shell may run on, as `nproc` counts them, without starting it.
+# The CPUs this shell's affinity allows (what `nproc` counts, short of cgroup quotas and
+# OMP_NUM_THREADS), without starting a process.
 # /proc files are read whole by mapfile: `read` would make the kernel render them per line.
 _ry_cpus=
 if [ -r /proc/self/status ]; then
@@ -194,8 +195,9 @@ if [ -r /proc/self/status ]; then
 fi
 if [[ $_ry_cpus =~ ^[0-9,-]+$ ]]; then
   _ry_count=0
-  IFS=, read -r -a _ry_ranges <<< "$_ry_cpus"
-  for _ry_range in "${_ry_ranges[@]}"; do
+  # Split on commas by word splitting (only digits, commas and hyphens passed the test
+  # above): a here-string would need a temp file on bash < 5.1, and /tmp may be full.
+  for _ry_range in ${_ry_cpus//,/ }; do
     case $_ry_range in
       *-*) _ry_count=$(( _ry_count + 10#${_ry_range#*-} - 10#${_ry_range%-*} + 1 )) ;;
       *) _ry_count=$(( _ry_count + 1 )) ;;
@@ -254,7 +256,7 @@ done
 [ -d "$_ry_dir" ] || _ry_dir=$HOME
 _ry_mark section disk_path
 # The probe's own subshell (see build_probe_script) may change directory.
-if cd -- "$_ry_dir" 2>/dev/null; then pwd; else printf '%s\n' "$_ry_dir"; fi
+if cd -- "$_ry_dir" 2>/dev/null; then pwd; _ry_dir=.; else printf '%s\n' "$_ry_dir"; fi
 # GNU df gives bytes and inodes in one run; elsewhere (BSD, busybox) POSIX df runs twice.
 _ry_mark section df
 if ! df -k --output=source,size,used,avail,itotal,iused,iavail,target -- "$_ry_dir" 2>/dev/null; then

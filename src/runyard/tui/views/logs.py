@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from textual.app import ComposeResult
+from textual.await_remove import AwaitRemove
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static
@@ -222,6 +223,10 @@ class LogsView(ConsoleView):
     STAGGER = 4
     _tick = 0
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._removals: dict[str, AwaitRemove] = {}  # panes closed, not yet gone
+
     def on_mount(self) -> None:
         self.set_interval(self.DRAW_INTERVAL_S / self.STAGGER, self.draw)
 
@@ -252,6 +257,10 @@ class LogsView(ConsoleView):
     async def open_panes(self, runs: Sequence[Run]) -> list[Run]:
         """Add a pane per run not yet followed; returns the runs that got one."""
         added = [run for run in runs if self.pane(run.id) is None]
+        for run in added:  # a pane closed just now still holds its id until it is gone
+            removal = self._removals.pop(run.id, None)
+            if removal is not None:
+                await removal
         if added:
             self.query_one(".empty").display = False
             await self.mount_all([LogPane(run, max_lines=self.MAX_LINES) for run in added])
@@ -263,7 +272,7 @@ class LogsView(ConsoleView):
             return
         self.console.controller.unfollow(run_id)
         pane.closing = True
-        pane.remove()
+        self._removals[run_id] = pane.remove()
         remaining = self.panes()
         if remaining:
             remaining[0].log_lines.focus()
