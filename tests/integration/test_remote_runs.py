@@ -329,3 +329,22 @@ async def test_full_flow_against_openssh_sshd(
         assert processes_with(marker) == []
     finally:
         await fleet.close()
+
+
+async def test_a_workspace_relative_to_the_login_directory_works(
+    remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
+) -> None:
+    """`workspace: rel ws/runs` in workers.yaml means under the worker's login directory."""
+    store, fleet, server = remote
+    relative = ssh_worker("rel", server, server.client_key_path)
+    relative.workspace = "rel ws/runs"
+    add_worker(store, relative)
+    run = add_run(
+        store,
+        RunSpec(name="relative", worker="rel", command='echo made > "$RUNYARD_OUTPUT_DIR/x"'),
+    )
+    [outcome] = await dispatch(store, fleet)
+    assert outcome.ok and outcome.pid
+    await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
+    assert find_run(store.runs(), run.id).exit_code == 0
+    assert (server.home / "rel ws" / "runs" / "outputs" / "relative" / "x").read_text() == "made\n"

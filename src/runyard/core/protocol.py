@@ -195,6 +195,11 @@ umask 077
 d={sh_path(run_dir)}
 out={sh_path(out_dir)}
 wd={sh_path(req.workdir)}
+# A workspace relative to the login directory: made absolute here, since the run changes
+# directory before it writes its exit code and tmux resolves paths from its own server.
+case $d in /*) ;; *) d=$PWD/$d ;; esac
+case $out in /*) ;; *) out=$PWD/$out ;; esac
+case $wd in /*) ;; *) wd=$PWD/$wd ;; esac
 mkdir -p "$(dirname "$d")" || exit 3
 mkdir "$d" 2>/dev/null || {{ echo {EXISTS_MARKER}; exit 17; }}
 umask 022
