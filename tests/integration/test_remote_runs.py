@@ -9,6 +9,7 @@ never touch the worker's disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -68,23 +69,40 @@ async def run_status(store: WorkspaceStore, fleet: Fleet, run_id: str) -> RunSta
     return find_run(store.runs(), run_id).status
 
 
+@contextlib.asynccontextmanager
+async def fleet_on(
+    workspace: Workspace,
+    client_home: Path,
+    server: LoopbackSSHServer,
+    name: str = "gpu1",
+    platform: str | None = None,
+) -> AsyncIterator[tuple[WorkspaceStore, Fleet]]:
+    """The workspace with one trusted ssh worker `name` on `server`, and a fleet to reach it."""
+    trust_server(client_home, server)
+    store = WorkspaceStore(workspace)
+    worker = ssh_worker(name, server, server.client_key_path)
+    worker.platform = platform
+    add_worker(store, worker)
+    fleet = Fleet(workspace.root, store.settings())
+    try:
+        yield store, fleet
+    finally:
+        await fleet.close()
+
+
 @pytest.fixture
 async def remote(
     workspace: Workspace, client_home: Path, tmp_path: Path
 ) -> AsyncIterator[tuple[WorkspaceStore, Fleet, LoopbackSSHServer]]:
     boot_file = tmp_path / "boot_id"
     boot_file.write_text("boot-1\n")
-    async with LoopbackSSHServer(
-        home=tmp_path / "gpu1", env={"RUNYARD_SIM_BOOT_ID_FILE": str(boot_file)}
-    ) as server:
-        trust_server(client_home, server)
-        store = WorkspaceStore(workspace)
-        add_worker(store, ssh_worker("gpu1", server, server.client_key_path))
-        fleet = Fleet(workspace.root, store.settings())
-        try:
-            yield store, fleet, server
-        finally:
-            await fleet.close()
+    async with (
+        LoopbackSSHServer(
+            home=tmp_path / "gpu1", env={"RUNYARD_SIM_BOOT_ID_FILE": str(boot_file)}
+        ) as server,
+        fleet_on(workspace, client_home, server) as (store, fleet),
+    ):
+        yield store, fleet, server
 
 
 async def test_dispatch_check_logs_pull_on_an_ssh_worker(

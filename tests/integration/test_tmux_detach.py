@@ -31,7 +31,7 @@ from test_local_runs import (
     wait_finished_core,
     wait_for,
 )
-from test_remote_runs import _is, ssh_worker, trust_server, wait_until
+from test_remote_runs import _is, fleet_on, wait_until
 
 from fakes.ssh_server import LoopbackSSHServer
 from runyard.core.attach import attach_script, tmux_session_name
@@ -74,9 +74,11 @@ def tmux_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def tmux(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run tmux against the test's private server (TMUX_TMPDIR comes from the environment)."""
-    return subprocess.run([TMUX, *args], capture_output=True, text=True, timeout=10)
+def tmux(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run tmux against the test's private server (TMUX_TMPDIR comes from the environment),
+    or against the one under `tmpdir` (a simulated box's own)."""
+    env = None if tmpdir is None else {**os.environ, "TMUX_TMPDIR": str(tmpdir)}
+    return subprocess.run([TMUX, *args], env=env, capture_output=True, text=True, timeout=10)
 
 
 def sessions() -> set[str]:
@@ -328,19 +330,11 @@ async def vast_like(
     workspace: Workspace, client_home: Path, tmp_path: Path, tmux_dir: Path
 ) -> AsyncIterator[tuple[WorkspaceStore, Fleet, LoopbackSSHServer]]:
     """An SSH worker on the shipped Vast profile (detach_primitive: tmux), no override."""
-    async with LoopbackSSHServer(
-        home=tmp_path / "gpu1", env={"TMUX_TMPDIR": str(tmux_dir)}
-    ) as server:
-        trust_server(client_home, server)
-        store = WorkspaceStore(workspace)
-        worker = ssh_worker("gpu1", server, server.client_key_path)
-        worker.platform = "vast"
-        add_worker(store, worker)
-        fleet = Fleet(workspace.root, store.settings())
-        try:
-            yield store, fleet, server
-        finally:
-            await fleet.close()
+    async with (
+        LoopbackSSHServer(home=tmp_path / "gpu1", env={"TMUX_TMPDIR": str(tmux_dir)}) as server,
+        fleet_on(workspace, client_home, server, platform="vast") as (store, fleet),
+    ):
+        yield store, fleet, server
 
 
 async def test_an_ssh_worker_on_the_vast_profile_runs_in_tmux(
@@ -378,39 +372,28 @@ async def test_an_ssh_worker_on_the_vast_profile_runs_in_tmux(
         assert files_containing(root, secret.encode()) == []
 
 
-def box_tmux(box_dir: Path, *args: str) -> list[str]:
-    """tmux against a simulated box's own server; its output lines."""
-    env = {**os.environ, "TMUX_TMPDIR": str(box_dir)}
-    done = subprocess.run([TMUX, *args], env=env, capture_output=True, text=True, timeout=10)
-    return done.stdout.split()
-
-
 async def test_a_simulated_box_runs_tmux_on_a_server_of_its_own(
     workspace: Workspace, client_home: Path, tmp_path: Path, tmux_dir: Path
 ) -> None:
     """Like a real box, each simulated one has its own tmux: the operator's (here the test's
     private server) never lists a demo run's session."""
-    async with LoopbackSSHServer(home=tmp_path / "box") as server:
-        trust_server(client_home, server)
-        store = WorkspaceStore(workspace)
-        worker = ssh_worker("box", server, server.client_key_path)
-        worker.platform = "vast"
-        add_worker(store, worker)
+    async with (
+        LoopbackSSHServer(home=tmp_path / "box") as server,
+        fleet_on(workspace, client_home, server, "box", platform="vast") as (store, fleet),
+    ):
         gate = server.home / "gate"
         command = f"while [ ! -e {gate} ]; do sleep 0.05; done"
         run = add_run(store, RunSpec(name="boxed", worker="box", command=command))
-        fleet = Fleet(workspace.root, store.settings())
         try:
             [outcome] = await dispatch(store, fleet)
             assert outcome.ok and outcome.warning is None
-            on_box = box_tmux(server.tmux_dir, "list-sessions", "-F", "#S")
+            on_box = tmux("list-sessions", "-F", "#S", tmpdir=server.tmux_dir).stdout.split()
             assert tmux_session_name(find_run(store.runs(), run.id)) in on_box
             assert server.tmux_dir != tmux_dir and not sessions()
             gate.touch()
             await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
         finally:
-            await fleet.close()
-            box_tmux(server.tmux_dir, "kill-server")
+            tmux("kill-server", tmpdir=server.tmux_dir)
 
 
 def test_attach_finds_exactly_its_session_not_a_longer_name(tmp_path: Path, tmux_dir: Path) -> None:

@@ -41,8 +41,7 @@ def output_dir_path(workspace: str, run_name: str) -> str:
     return f"{workspace.rstrip('/') or '/'}/{OUTPUTS_SUBDIR}/{run_name}"
 
 
-# Helpers shared by scripts: a boot id that works on Linux and macOS, and a detacher that
-# falls back from setsid(1) to python3 or perl when the box lacks util-linux.
+# Helpers shared by scripts: a boot id that works on Linux and macOS.
 _PRELUDE = r"""
 boot_id() {
   # RUNYARD_SIM_BOOT_ID_FILE lets the simulated fleet and tests stage a reboot.
@@ -68,13 +67,19 @@ bash "$d/command"
 write_exit $?
 """
 
-# Starts a command in a session of its own: setsid(1), else python3, else nohup.
-_DETACH = r"""
+# `start_run &` starts the run wrapper with the secrets (`secrets`, assignments) exported to
+# it alone, in a session of its own: setsid(1), else python3, else nohup. Both the launch
+# script and a tmux pane start runs with it.
+_START_RUN = r"""
 detach() {
   if command -v setsid >/dev/null 2>&1; then exec setsid "$@"
   elif command -v python3 >/dev/null 2>&1; then
     exec python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
   else exec nohup "$@"; fi
+}
+start_run() {
+  for assignment in ${secrets[@]+"${secrets[@]}"}; do export "$assignment"; done
+  detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1
 }
 """
 
@@ -97,8 +102,7 @@ last=$(( ${#secrets[@]} - 1 ))
 unset "secrets[$last]"
 # Whoever makes start.lock starts the run: this pane, or the launcher once it gave up on it.
 mkdir "$d/start.lock" 2>/dev/null || exit 1
-( for assignment in ${secrets[@]+"${secrets[@]}"}; do export "$assignment"; done
-  detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1 ) &
+start_run &
 run=$!
 unset secrets assignment
 trap '' INT QUIT TSTP  # the operator's Ctrl-C in the pane stops nothing (after the start)
@@ -185,7 +189,7 @@ def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
     tmux_start = ""
     if req.detach == "tmux":
         session = tmux_session_name(req.run_id, req.attempt)
-        pane = _DETACH + TMUX_PANE
+        pane = _START_RUN + TMUX_PANE
         tmux_start = f"session={shlex.quote(session)}\npane={shlex.quote(pane)}\n{_TMUX_START}"
     script = (
         _PRELUDE
@@ -216,17 +220,13 @@ printf '%s' {shlex.quote(RUN_WRAPPER)} > "$d/run.sh"
 boot_id > "$d/boot_id"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$d/started_at"
 : >> "$d/log"
-{_DETACH}
-start_setsid() {{
-  for assignment in ${{secrets[@]+"${{secrets[@]}}"}}; do export "$assignment"; done
-  detach bash "$d/run.sh" "$d" "$wd" </dev/null >>"$d/log" 2>&1
-}}
+{_START_RUN}
 started=
 warning=
 {tmux_start}
 if [ -z "$started" ]; then
   started=setsid
-  start_setsid &
+  start_run &
 fi
 for _ in $(seq 1 200); do [ -s "$d/pid" ] && break; sleep 0.01; done
 printf 'run_dir=%s\\npid=%s\\nboot_id=%s\\ndetach=%s\\n' "$d" "$(cat "$d/pid" 2>/dev/null)" "$(cat "$d/boot_id")" "$started"

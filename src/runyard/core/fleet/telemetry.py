@@ -588,32 +588,26 @@ def _percent(part: int | None, rest: int | None) -> float | None:
 
 def parse_disk_usage(path: str, df_blocks: str, df_inodes: str) -> DiskUsage | None:
     """A `DiskUsage` from `df -P -k` and `df -P -i` output; None when neither parses."""
-    return _disk_usage(path, df_blocks.splitlines(), df_inodes.splitlines())
+    return _disk_usage(path, _df_row(df_blocks.splitlines()), _df_row(df_inodes.splitlines()))
 
 
 def parse_gnu_df(path: str, df_output: str) -> DiskUsage | None:
-    """A `DiskUsage` from GNU `df -k --output=source,size,used,avail,itotal,iused,iavail,target`.
+    """A `DiskUsage` from GNU `df -k --output=source,size,used,avail,itotal,iused,iavail,target`."""
+    return _gnu_disk_usage(path, _df_row(df_output.splitlines()))
 
-    One run gives bytes and inodes; its header names "Avail" what POSIX df calls "Available".
-    """
-    row = _df_row(df_output.splitlines())
-    return _disk_usage(path, (), (), gnu_row=row)
+
+def _gnu_disk_usage(path: str, row: dict[str, str] | None) -> DiskUsage | None:
+    """One GNU `--output` row gives bytes and inodes; it names "Avail" what POSIX df calls
+    "Available"."""
+    if row is None:
+        return None
+    return _disk_usage(path, {**row, "available": row.get("avail", "")}, row)
 
 
 def _disk_usage(
-    path: str,
-    df_blocks: Iterable[str],
-    df_inodes: Iterable[str],
-    *,
-    gnu_row: dict[str, str] | None = None,
+    path: str, blocks: dict[str, str] | None, inodes: dict[str, str] | None
 ) -> DiskUsage | None:
-    """`parse_disk_usage` over lines already split, or over one GNU `--output` row."""
-    if gnu_row is not None:
-        blocks: dict[str, str] | None = {**gnu_row, "available": gnu_row.get("avail", "")}
-        inodes: dict[str, str] | None = gnu_row
-    else:
-        blocks = _df_row(df_blocks)
-        inodes = _df_row(df_inodes)
+    """A `DiskUsage` from df's parsed rows: the bytes one and the inodes one."""
     if blocks is None and inodes is None:
         return None
     total = used = avail = None
@@ -747,7 +741,10 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
     if disk_path is not None:
         gnu_df = sections.get("df")
         gnu_row = _df_row(gnu_df.lines) if gnu_df is not None else None
-        disk = _disk_usage(disk_path, lines("df_blocks"), lines("df_inodes"), gnu_row=gnu_row)
+        if gnu_row is not None:
+            disk = _gnu_disk_usage(disk_path, gnu_row)
+        else:
+            disk = _disk_usage(disk_path, _df_row(lines("df_blocks")), _df_row(lines("df_inodes")))
 
     return WorkerSnapshot(
         taken_at=taken_at,
