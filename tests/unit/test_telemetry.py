@@ -21,8 +21,10 @@ from runyard.core.fleet.telemetry import (
     GPU_QUERY_FIELDS,
     DiskUsage,
     GpuProcess,
+    GpuProcessMemo,
     GpuSample,
     Measurement,
+    SeenGpuProcesses,
     WorkerSnapshot,
     build_probe_script,
     gpu_is_really_working,
@@ -780,7 +782,7 @@ async def probe(
     script = build_probe_script(str(workspace), heartbeat, **kwargs)
     result = await LocalExecutor(cwd=str(cwd) if cwd else None).run(script, timeout=30)
     assert result.exit_status == 0, result.stderr
-    return parse_probe_output(result.stdout, time.time())
+    return parse_probe_output(result.stdout, time.time(), kwargs.get("seen"))
 
 
 @pytest.fixture
@@ -897,6 +899,114 @@ async def test_probe_retries_without_fields_an_old_driver_rejects(
     assert snapshot.nvidia_smi == "ok"
     (gpu,) = snapshot.gpus
     assert (gpu.name, gpu.sm_clock_max_mhz, gpu.mig_mode) == (SIM_H100["name"], 1980, None)
+
+
+def counting_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Puts a wrapper before the sandbox's fake nvidia-smi that logs each call's query."""
+    log = tmp_path / "nvidia-smi.calls"
+    wrapper = tmp_path / "counting"
+    wrapper.mkdir()
+    shim = wrapper / "nvidia-smi"
+    shim.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "${{1%%=*}}" >> {log}\n'
+        f'exec {tmp_path / "bin" / "nvidia-smi"} "$@"\n'
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def queries(log: Path) -> list[str]:
+    """The queries logged since the last look, and a clean log for the next."""
+    calls = log.read_text().split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return calls
+
+
+async def test_probe_reuses_the_process_list_only_while_it_must_still_hold(
+    sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = counting_nvidia_smi(tmp_path, monkeypatch)
+    memo = GpuProcessMemo()
+    run = await asyncio.create_subprocess_exec("sleep", "30")
+
+    async def tick() -> WorkerSnapshot:
+        snapshot = await probe(sandbox, seen=memo.recall("w", time.time()))
+        memo.remember("w", snapshot)
+        return snapshot
+
+    try:
+        write_pid_file(sandbox, "r1", 1, run.pid)
+        first = await tick()
+        assert queries(log) == ["--query-gpu", "--query-compute-apps"]
+        assert [p.pid for p in first.gpu_processes] == [run.pid]
+        assert first.gpu_memory_key and not first.gpu_processes_reused
+
+        again = await tick()  # same memory, the run's pid lives: nvidia-smi runs once
+        assert queries(log) == ["--query-gpu"]
+        assert again.gpu_processes == first.gpu_processes and again.gpu_processes_reused
+        assert again.gpus[0].util_pct is not None and again.gpus[0].util_pct > 50
+    finally:
+        run.kill()
+        await run.wait()
+    # The run is gone: its memory is freed and its pid left /proc; asked again.
+    idle = await tick()
+    assert queries(log) == ["--query-gpu", "--query-compute-apps"]
+    assert (idle.gpu_processes, idle.gpu_processes_reused) == ([], False)
+    await tick()
+    assert queries(log) == ["--query-gpu"]
+
+
+async def test_a_listed_pid_that_exits_is_asked_again_even_if_memory_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = await asyncio.create_subprocess_exec("sleep", "30")
+    workspace = tmp_path / "ws"
+    # A process the fake lists with fixed memory: only its pid tells it is gone.
+    zombie = {"pid": holder.pid, "used_memory_mib": 3000, "process_name": "python"}
+    write_fake_nvidia_smi(tmp_path / "bin", [{**SIM_H100, "zombies": [zombie]}], workspace)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    log = counting_nvidia_smi(tmp_path, monkeypatch)
+    memo = GpuProcessMemo()
+    try:
+        memo.remember("w", await probe(workspace))
+        seen = memo.recall("w", time.time())
+        assert seen is not None and [p.pid for p in seen.processes] == [holder.pid]
+        queries(log)
+        assert (await probe(workspace, seen=seen)).gpu_processes_reused
+        assert queries(log) == ["--query-gpu"]
+    finally:
+        holder.kill()
+        await holder.wait()
+    after = await probe(workspace, seen=seen)
+    assert queries(log) == ["--query-gpu", "--query-compute-apps"]
+    assert not after.gpu_processes_reused and after.gpu_memory_key == seen.memory_key
+    # Too old to stand in, whatever the worker says.
+    assert memo.recall("w", seen.taken_at + memo.max_age_s + 1) is None
+
+
+def test_parse_probe_output_takes_the_seen_processes_only_where_the_probe_says_unchanged() -> None:
+    process = GpuProcess(gpu_uuid=H100_UUID, gpu_index=0, pid=77, process_name="python")
+    seen = SeenGpuProcesses("71234;", (process,), taken_at=1.0)
+    head = f"@@runyard:section gpus\n{H100_BUSY}\n@@runyard:rc 0\n"
+    reused = head + "@@runyard:section gpu_processes\n@@runyard:unchanged\n@@runyard:rc 0\n"
+    snapshot = parse_probe_output(reused.encode(), 2.0, seen)
+    assert (snapshot.gpu_processes, snapshot.gpu_memory_key) == ([process], "71234;")
+    assert snapshot.gpu_processes_reused
+    # Without the answer it refers to, "unchanged" proves nothing: no processes, no key.
+    orphan = parse_probe_output(reused.encode(), 2.0)
+    assert (orphan.gpu_processes, orphan.gpu_memory_key, orphan.gpu_processes_reused) == (
+        [],
+        None,
+        False,
+    )
+    # A failed compute-apps query leaves nothing to remember.
+    failed = head + "@@runyard:section gpu_memory\n71234;\n@@runyard:section gpu_processes\n"
+    failed += "oops\n@@runyard:rc 9\n"
+    assert parse_probe_output(failed.encode(), 2.0, seen).gpu_memory_key is None
+    memo = GpuProcessMemo()
+    memo.remember("w", parse_probe_output(failed.encode(), 2.0))
+    assert memo.recall("w", 2.0) is None
 
 
 async def test_probe_on_a_cpu_box_without_nvidia_smi(

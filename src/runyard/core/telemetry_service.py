@@ -24,7 +24,10 @@ async def probe_worker(
     fleet: Fleet, worker: Worker, timeout: float
 ) -> tuple[WorkerSnapshot | None, float | None, str | None]:
     """A worker's snapshot, the probe's round trip in ms, or why there is none."""
-    script = build_probe_script(fleet.workspace_path(worker), worker.health.heartbeat_command)
+    seen = fleet.gpu_processes.recall(worker.worker_id, time.time())
+    script = build_probe_script(
+        fleet.workspace_path(worker), worker.health.heartbeat_command, seen=seen
+    )
     start = time.perf_counter()
     try:
         executor = fleet.executor(worker)
@@ -34,7 +37,8 @@ async def probe_worker(
     except RunyardError as exc:
         return None, None, str(exc)
     latency_ms = (time.perf_counter() - start) * 1000
-    snapshot = parse_probe_output(result.stdout, time.time())
+    snapshot = parse_probe_output(result.stdout, time.time(), seen)
+    fleet.gpu_processes.remember(worker.worker_id, snapshot)
     return snapshot, latency_ms, None
 
 

@@ -41,6 +41,11 @@ GPU_QUERY_FIELDS: tuple[str, ...] = (
 # Asked again without the newer fields when a driver rejects them ("... is not a valid field").
 GPU_QUERY_CORE_FIELDS: tuple[str, ...] = GPU_QUERY_FIELDS[:-1]
 COMPUTE_APP_FIELDS: tuple[str, ...] = ("gpu_uuid", "pid", "process_name", "used_memory")
+# Where memory.used sits in a GPU row, for either field set (the probe's reuse key).
+GPU_MEMORY_COLUMN = GPU_QUERY_FIELDS.index("memory.used")
+assert GPU_QUERY_CORE_FIELDS.index("memory.used") == GPU_MEMORY_COLUMN
+# How long a compute-apps answer may stand in for asking again (see GpuProcessMemo).
+GPU_PROCESSES_MAX_AGE_S = 30.0
 
 # How long the heartbeat and each nvidia-smi call may take; a wedged driver can hang forever.
 DEFAULT_COMMAND_TIMEOUT_S = 10
@@ -125,6 +130,51 @@ class WorkerSnapshot:
     gpus: list[GpuSample] = field(default_factory=list)
     gpu_processes: list[GpuProcess] = field(default_factory=list)
     disk: DiskUsage | None = None
+    # Every GPU's memory.used as the probe read it, set when `gpu_processes` is a valid
+    # answer; `gpu_processes_reused` when that answer is the caller's earlier one.
+    gpu_memory_key: str | None = None
+    gpu_processes_reused: bool = False
+
+
+@dataclass(frozen=True)
+class SeenGpuProcesses:
+    """A worker's compute processes as nvidia-smi listed them, and the GPU memory readings
+    (`WorkerSnapshot.gpu_memory_key`) taken with them."""
+
+    memory_key: str
+    processes: tuple[GpuProcess, ...]
+    taken_at: float
+
+
+class GpuProcessMemo:
+    """Each worker's last compute-apps answer, so the next probe can skip asking again.
+
+    A second nvidia-smi per tick is a third of the probe's work on the worker. The probe
+    reuses the answer only when every GPU's memory.used reads as it did and every listed
+    pid still lives: a new CUDA process allocates memory, one that exits leaves /proc. An
+    answer older than `max_age_s` is never reused, so even a perfect swap is seen soon.
+    """
+
+    def __init__(self, max_age_s: float = GPU_PROCESSES_MAX_AGE_S) -> None:
+        self.max_age_s = max_age_s
+        self._seen: dict[str, SeenGpuProcesses] = {}
+
+    def recall(self, worker_id: str, now: float) -> SeenGpuProcesses | None:
+        seen = self._seen.get(worker_id)
+        if seen is None or now - seen.taken_at > self.max_age_s:
+            return None
+        return seen
+
+    def remember(self, worker_id: str, snapshot: WorkerSnapshot) -> None:
+        """Keeps a fresh answer; a reused one keeps its first time, so its age still counts."""
+        if snapshot.gpu_processes_reused:
+            return
+        if snapshot.gpu_memory_key is None:
+            self._seen.pop(worker_id, None)
+            return
+        self._seen[worker_id] = SeenGpuProcesses(
+            snapshot.gpu_memory_key, tuple(snapshot.gpu_processes), snapshot.taken_at
+        )
 
 
 # ---------------------------------------------------------------- the probe script
@@ -148,8 +198,12 @@ export LC_ALL=C
 # Non-login SSH shells often miss where nvidia-smi lives; appended so PATH still wins.
 PATH="$PATH:/usr/local/nvidia/bin:/usr/lib/wsl/lib"
 exec </dev/null
-_ry_mark() { printf '@@runyard:%s\n' "$*"; }
-_ry_first_line() { local line; IFS= read -r line < "$1"; printf '%s\n' "$line"; }
+# Output is collected in _ry_buf and written once at the end: one SSH packet or two
+# instead of one per line, without the fork a $(...) around the whole probe would cost.
+_ry_buf=
+_ry_mark() { _ry_buf+="@@runyard:$*"$'\n'; }
+_ry_put() { _ry_buf+="$1"$'\n'; }
+_ry_first_line() { local line; IFS= read -r line < "$1"; _ry_buf+="$line"$'\n'; }
 # `"${_ry_limit[@]}" CMD` runs CMD under a time limit where `timeout` exists. A plain
 # command, not a function: bash then execs it in $(...) without one more fork.
 if command -v timeout >/dev/null 2>&1; then _ry_limit=(timeout __TIMEOUT__); else _ry_limit=(); fi
@@ -163,10 +217,10 @@ if [ -n "${RUNYARD_SIM_BOOT_ID_FILE:-}" ] && [ -r "$RUNYARD_SIM_BOOT_ID_FILE" ];
 elif [ -r /proc/sys/kernel/random/boot_id ]; then
   _ry_first_line /proc/sys/kernel/random/boot_id
 else
-  sysctl -n kern.boottime 2>/dev/null
+  _ry_put "$(sysctl -n kern.boottime 2>/dev/null)"
 fi
 _ry_mark section hostname
-printf '%s\n' "${HOSTNAME:-$(uname -n 2>/dev/null)}"
+_ry_put "${HOSTNAME:-$(uname -n 2>/dev/null)}"
 _ry_mark section uptime
 if [ -r /proc/uptime ]; then
   _ry_first_line /proc/uptime
@@ -174,26 +228,26 @@ else
   _ry_boot=$(sysctl -n kern.boottime 2>/dev/null)
   _ry_boot=${_ry_boot#*sec = }
   _ry_boot=${_ry_boot%%,*}
-  case $_ry_boot in *[!0-9]* | '') ;; *) echo $(( $(date +%s) - _ry_boot )) ;; esac
+  case $_ry_boot in *[!0-9]* | '') ;; *) _ry_put "$(( $(date +%s) - _ry_boot ))" ;; esac
 fi
 _ry_mark section loadavg
 if [ -r /proc/loadavg ]; then
   _ry_first_line /proc/loadavg
 else
-  sysctl -n vm.loadavg 2>/dev/null
+  _ry_put "$(sysctl -n vm.loadavg 2>/dev/null)"
 fi
 _ry_mark section nproc
 # The CPUs this shell's affinity allows (what `nproc` counts, short of cgroup quotas and
 # OMP_NUM_THREADS), without starting a process.
-# /proc files are read whole by mapfile: `read` would make the kernel render them per line.
+# /proc files are read whole by mapfile (`read` would make the kernel render them per
+# line) and searched by one regex match, not a loop over their lines.
 _ry_cpus=
 if [ -r /proc/self/status ]; then
   mapfile -t _ry_lines < /proc/self/status
-  for _ry_line in "${_ry_lines[@]}"; do
-    case $_ry_line in Cpus_allowed_list:*) _ry_cpus=${_ry_line#*:} _ry_cpus=${_ry_cpus//[[:space:]]/} ;; esac
-  done
+  _ry_re='Cpus_allowed_list:[[:space:]]*([0-9,-]+)'
+  [[ ${_ry_lines[*]} =~ $_ry_re ]] && _ry_cpus=${BASH_REMATCH[1]}
 fi
-if [[ $_ry_cpus =~ ^[0-9,-]+$ ]]; then
+if [ -n "$_ry_cpus" ]; then
   _ry_count=0
   # Split on commas by word splitting (only digits, commas and hyphens passed the test
   # above): a here-string would need a temp file on bash < 5.1, and /tmp may be full.
@@ -203,18 +257,19 @@ if [[ $_ry_cpus =~ ^[0-9,-]+$ ]]; then
       *) _ry_count=$(( _ry_count + 1 )) ;;
     esac
   done
-  echo "$_ry_count"
+  _ry_put "$_ry_count"
 else
-  nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null
+  _ry_put "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null)"
 fi
 _ry_mark section meminfo
 if [ -r /proc/meminfo ]; then
   mapfile -t _ry_lines < /proc/meminfo
-  for _ry_line in "${_ry_lines[@]}"; do
-    case $_ry_line in MemTotal:* | MemAvailable:*) printf '%s\n' "$_ry_line" ;; esac
+  _ry_text=${_ry_lines[*]}
+  for _ry_re in 'MemTotal: *[0-9]+ kB' 'MemAvailable: *[0-9]+ kB'; do
+    [[ $_ry_text =~ $_ry_re ]] && _ry_put "${BASH_REMATCH[0]}"
   done
 else
-  _ry_mem=$(sysctl -n hw.memsize 2>/dev/null) && echo "MemTotal: $(( _ry_mem / 1024 )) kB"
+  _ry_mem=$(sysctl -n hw.memsize 2>/dev/null) && _ry_put "MemTotal: $(( _ry_mem / 1024 )) kB"
 fi
 """
 
@@ -229,14 +284,43 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     _ry_rc=$?
   fi
   _ry_mark section gpus "$_ry_fields"
-  [ -n "$_ry_out" ] && printf '%s\n' "$_ry_out"
+  [ -n "$_ry_out" ] && _ry_put "$_ry_out"
   _ry_mark rc "$_ry_rc"
   if [ "$_ry_rc" -eq 0 ]; then
+    # Every GPU's memory.used, in row order: the compute processes cannot change unless it
+    # does, or one of them exits. Split by IFS (no here-string temp file, no process).
+    set -f
+    IFS=$'\n'
+    _ry_rows=($_ry_out)
+    IFS=,
+    _ry_key=
+    for _ry_row in "${_ry_rows[@]}"; do
+      _ry_cells=($_ry_row)
+      _ry_key+="${_ry_cells[__MEMORY_COLUMN__]// /};"
+    done
+    IFS=$' \t\n'
+    set +f
+    _ry_mark section gpu_memory
+    _ry_put "$_ry_key"
+    # The caller's last answer still holds when the readings match and its pids all live.
+    _ry_seen_key=__SEEN_KEY__
+    _ry_same=0
+    if [ -n "$_ry_seen_key" ] && [ "$_ry_key" = "$_ry_seen_key" ]; then
+      _ry_same=1
+      for _ry_pid in __SEEN_PIDS__; do
+        [ -d "/proc/$_ry_pid" ] || { _ry_same=0; break; }
+      done
+    fi
     _ry_mark section gpu_processes __APP_FIELDS__
-    _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits 2>&1)
-    _ry_rc=$?
-    [ -n "$_ry_out" ] && printf '%s\n' "$_ry_out"
-    _ry_mark rc "$_ry_rc"
+    if [ "$_ry_same" -eq 1 ]; then
+      _ry_mark unchanged
+      _ry_mark rc 0
+    else
+      _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits 2>&1)
+      _ry_rc=$?
+      [ -n "$_ry_out" ] && _ry_put "$_ry_out"
+      _ry_mark rc "$_ry_rc"
+    fi
   fi
 else
   _ry_mark section gpus "$_ry_fields"
@@ -255,17 +339,21 @@ while [ ! -d "$_ry_dir" ]; do
 done
 [ -d "$_ry_dir" ] || _ry_dir=$HOME
 _ry_mark section disk_path
-# The probe's own subshell (see build_probe_script) may change directory.
-if cd -- "$_ry_dir" 2>/dev/null; then pwd; _ry_dir=.; else printf '%s\n' "$_ry_dir"; fi
+# The probe runs in a shell of its own (a subshell of the persistent shell, or `bash -c`):
+# changing directory is harmless, and lets df find a relative workspace.
+if cd -- "$_ry_dir" 2>/dev/null; then _ry_put "$PWD"; _ry_dir=.; else _ry_put "$_ry_dir"; fi
 # GNU df gives bytes and inodes in one run; elsewhere (BSD, busybox) POSIX df runs twice.
 _ry_mark section df
-if ! df -k --output=source,size,used,avail,itotal,iused,iavail,target -- "$_ry_dir" 2>/dev/null; then
+if _ry_out=$(df -k --output=source,size,used,avail,itotal,iused,iavail,target -- "$_ry_dir" 2>/dev/null); then
+  _ry_put "$_ry_out"
+else
   _ry_mark section df_blocks
-  df -P -k -- "$_ry_dir" 2>&1
+  _ry_put "$(df -P -k -- "$_ry_dir" 2>&1)"
   _ry_mark section df_inodes
-  df -P -i -- "$_ry_dir" 2>&1
+  _ry_put "$(df -P -i -- "$_ry_dir" 2>&1)"
 fi
 _ry_mark end
+printf '%s' "$_ry_buf"
 exit 0
 """
 
@@ -278,7 +366,7 @@ def _heartbeat_section(heartbeat_command: str) -> str:
     """
     if heartbeat_command.strip() == "echo ok":
         # The default heartbeat needs no process: answering at all proves the box is up.
-        return "\n_ry_mark section heartbeat\nprintf 'ok\\n'\n_ry_mark rc 0\n"
+        return "\n_ry_mark section heartbeat\n_ry_put ok\n_ry_mark rc 0\n"
     return f"""
 _ry_mark section heartbeat
 _ry_out=$(exec "${{_ry_limit[@]}}" "${{BASH:-bash}}" -c {shlex.quote(heartbeat_command)} 2>&1)
@@ -286,7 +374,7 @@ _ry_rc=$?
 _ry_out=${{_ry_out:0:{HEARTBEAT_OUTPUT_LIMIT}}}
 _ry_out=${{_ry_out//$'\\n'@@runyard:/$'\\n'@@ runyard:}}
 [[ $_ry_out == @@runyard:* ]] && _ry_out="@@ ${{_ry_out#@@}}"
-[ -n "$_ry_out" ] && printf '%s\\n' "$_ry_out"
+[ -n "$_ry_out" ] && _ry_put "$_ry_out"
 _ry_mark rc "$_ry_rc"
 """
 
@@ -296,11 +384,13 @@ def build_probe_script(
     heartbeat_command: str = "echo ok",
     *,
     command_timeout_s: int = DEFAULT_COMMAND_TIMEOUT_S,
+    seen: SeenGpuProcesses | None = None,
 ) -> str:
     """One bash script that samples heartbeat, host, GPUs and workspace disk in one go.
 
     Every value from the caller is quoted; the script always exits 0 and reports failures
-    inside its sections (see `parse_probe_output`).
+    inside its sections (see `parse_probe_output`). With `seen`, the compute processes are
+    asked for only when that answer no longer holds (see `GpuProcessMemo`).
     """
     timeout_s = max(1, int(command_timeout_s))
     gpu_sections = (
@@ -308,6 +398,9 @@ def build_probe_script(
         .replace("__GPU_CORE_FIELDS__", shlex.quote(",".join(GPU_QUERY_CORE_FIELDS)))
         .replace("__APP_FIELDS__", shlex.quote(",".join(COMPUTE_APP_FIELDS)))
         .replace("__TIMEOUT__", str(timeout_s))
+        .replace("__MEMORY_COLUMN__", str(GPU_MEMORY_COLUMN))
+        .replace("__SEEN_KEY__", shlex.quote(seen.memory_key) if seen else "''")
+        .replace("__SEEN_PIDS__", " ".join(str(p.pid) for p in seen.processes) if seen else "")
     )
     body = "".join(
         (
@@ -320,9 +413,7 @@ def build_probe_script(
             _PROBE_DISK_SECTIONS.replace("__WORKSPACE__", remote_path_expression(workspace)),
         )
     )
-    # Collected and written once: one SSH packet or two instead of one per printed line,
-    # which halves the client's decryption work per probe.
-    return f"_ry_all=$(\n{body}\n)\nprintf '%s\\n' \"$_ry_all\"\n"
+    return body
 
 
 # ---------------------------------------------------------------- parsing helpers
@@ -648,6 +739,7 @@ class _Section:
     lines: list[str] = field(default_factory=list)
     exit_status: int | None = None
     missing: bool = False
+    unchanged: bool = False
 
     @property
     def text(self) -> str:
@@ -683,6 +775,8 @@ def _split_sections(text: str) -> dict[str, _Section]:
             current.exit_status = _parse_int(args)
         elif verb == "missing" and current is not None:
             current.missing = True
+        elif verb == "unchanged" and current is not None:
+            current.unchanged = True
         elif verb == "end":
             current = None
         if current is not None and has_lines:
@@ -698,8 +792,14 @@ def _nvidia_smi_failure(section: _Section) -> str:
     return message[:500] or f"nvidia-smi exited with status {section.exit_status}"
 
 
-def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
-    """The snapshot in the output of `build_probe_script`; missing parts become None."""
+def parse_probe_output(
+    data: bytes, taken_at: float, seen: SeenGpuProcesses | None = None
+) -> WorkerSnapshot:
+    """The snapshot in the output of `build_probe_script`; missing parts become None.
+
+    `seen` is what the script was built with: its processes stand where the probe found
+    them unchanged.
+    """
     sections = _split_sections(data.decode("utf-8", "replace"))
 
     def lines(name: str) -> list[str]:
@@ -721,6 +821,8 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
     nvidia_smi_error: str | None = None
     gpus: list[GpuSample] = []
     processes: list[GpuProcess] = []
+    memory_key: str | None = None
+    reused = False
     gpu_section = sections.get("gpus")
     if gpu_section is None:
         nvidia_smi, nvidia_smi_error = "error", "the probe output has no GPU section"
@@ -733,8 +835,12 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
         fields = tuple(gpu_section.args.split(",")) if gpu_section.args else GPU_QUERY_FIELDS
         gpus = _gpu_samples(gpu_section.lines, fields)
         apps = sections.get("gpu_processes")
-        if apps is not None and apps.exit_status == 0:
+        if apps is not None and apps.unchanged:
+            if seen is not None:
+                processes, memory_key, reused = list(seen.processes), seen.memory_key, True
+        elif apps is not None and apps.exit_status == 0:
             processes = _gpu_processes(apps.lines, gpus)
+            memory_key = first_line("gpu_memory")
 
     disk_path = first_line("disk_path")
     disk = None
@@ -765,6 +871,8 @@ def parse_probe_output(data: bytes, taken_at: float) -> WorkerSnapshot:
         gpus=gpus,
         gpu_processes=processes,
         disk=disk,
+        gpu_memory_key=memory_key,
+        gpu_processes_reused=reused,
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runyard.core.fleet.executor import Executor, LocalExecutor
+from runyard.core.fleet.telemetry import GpuProcessMemo
 from runyard.core.models import Worker
 from runyard.core.settings import Settings
 
@@ -19,13 +20,15 @@ if TYPE_CHECKING:
 
 
 class Fleet:
-    """Hands out executors for workers; owns the SSH session pool while it lives."""
+    """Hands out executors for workers; owns the SSH session pool while it lives, and what
+    the workers' probes learnt that the next probe can reuse."""
 
     def __init__(self, root: Path, settings: Settings) -> None:
         self.root = root
         self.settings = settings
         self._local: dict[str, LocalExecutor] = {}
         self._pool: SessionPool | None = None
+        self.gpu_processes = GpuProcessMemo()
 
     def workspace_path(self, worker: Worker) -> str:
         """The worker's workspace as the worker's shell should see it."""
