@@ -2,7 +2,9 @@
 
 N workers (default 10, 50, 100) are N ports of a few OpenSSH sshd processes on 127.0.0.1,
 each a distinct ssh worker of a temporary workspace with a simulated nvidia-smi (8 GPUs)
-on its PATH. Every measurement sends the probe runyard sends (`build_probe_script`):
+on its PATH. Every measurement runs the probe runyard runs (`probe_function`): the ssh
+loops send it whole (`build_probe_script`), the warm refresh calls the function its
+persistent shells keep:
 
 * cold: `runyard worker status --json` as a whole process (best of a few runs);
 * warm: `fleet_status` in this process on already open connections (median refresh),

@@ -81,6 +81,13 @@ QUEUE_CASES = [
          "[2].status", "unknown status 'finished'"),
     Case("queue-missing-command", "queue", _replace_line(GOOD_QUEUE, 2, '"command": "true", ', ""),
          2, "[0].command", "is required"),
+    # Half a UTF-16 pair: json.loads keeps it, but no file or SSH channel could encode it.
+    Case("queue-lone-surrogate", "queue",
+         _replace_line(GOOD_QUEUE, 3, '"command": "true"', '"command": "echo \\ud800 x"'), 3,
+         "[1].command", "surrogate"),
+    Case("queue-lone-surrogate-in-a-key", "queue",
+         _replace_line(GOOD_QUEUE, 4, '"env": {}', '"env": {"A\\uDC00": "1"}'), 4, "[2].env",
+         "surrogate"),
 ]  # fmt: skip
 
 WORKERS_CASES = [
@@ -220,3 +227,28 @@ def test_a_research_os_workers_file_loads_as_is(workspace: Workspace, cli: Any) 
                              "key": "~/.ssh/vastai_id_ed25519"}  # fmt: skip
     assert worker["notes"].endswith("DLP/$=230.8. Washington, US.")
     assert workspace.workers_path.read_text() == text
+
+
+def test_text_beyond_the_basic_plane_is_fine_in_the_queue_and_on_the_command_line(
+    workspace: Workspace, cli: Any
+) -> None:
+    """A whole surrogate pair is one character (an emoji), not a lone half."""
+    workspace.queue_path.write_text(
+        _replace_line(GOOD_QUEUE, 2, '"command": "true"', '"command": "echo \\ud83d\\ude80"')
+    )
+    listed = json.loads(cli("run", "list", "--json").stdout)
+    assert listed[0]["command"] == "echo \U0001f680"
+    assert cli("run", "add", "-c", "echo \u2713 \U0001f680").returncode == 0
+    assert [run.command for run in WorkspaceStore(workspace).runs()][-1] == "echo \u2713 \U0001f680"
+
+
+def test_a_command_line_argument_that_is_not_utf8_is_refused(
+    workspace: Workspace, cli: Any
+) -> None:
+    workspace.queue_path.write_text(GOOD_QUEUE)
+    before = _snapshot(workspace)
+    # The byte 0xff reaches Python as a lone surrogate (surrogateescape).
+    proc = cli("run", "add", "-c", "echo \udcff", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["runyard: argument 'echo \\xff' is not valid UTF-8 text"]
+    assert _snapshot(workspace) == before

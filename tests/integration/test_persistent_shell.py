@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from fakes.ssh_helpers import SSHEndpoint, ssh_worker, trust
 from fakes.ssh_server import LoopbackSSHServer
 from runyard.core.errors import WorkerUnreachable
-from runyard.core.fleet.executor import CommandResult
+from runyard.core.fleet.executor import CommandResult, ShellFunction
 from runyard.core.fleet.sessions import SessionPool, SSHExecutor
 from runyard.core.fleet.ssh_options import SSHClientSettings
 from runyard.core.models import Worker
@@ -150,6 +151,41 @@ async def test_a_shell_that_dies_is_reopened_once_then_channels_are_used(
     assert ssh_server.commands_started == 4  # the shell and its replacement died: run()
     assert (await pool.run_short(sim_worker, "echo three")).stdout == b"three\n"
     assert ssh_server.commands_started == 5  # the worker now uses a channel per command
+
+
+async def test_functions_are_sent_once_per_shell_and_again_to_a_new_one(
+    sim_worker: Worker,
+    ssh_server: LoopbackSSHServer,
+    pool: SessionPool,
+    ssh_settings: SSHClientSettings,
+    tmp_path: Path,
+) -> None:
+    sent = tmp_path / "definitions"  # one line each time the definition is evaluated
+    greet = ShellFunction(
+        "_ry_test_greet",
+        f'_ry_test_greet() {{ echo "hi $1"; }}\necho . >> {shlex.quote(str(sent))}\n',
+    )
+
+    async def call(line: str, on: SessionPool = pool) -> bytes:
+        return (await on.run_short(sim_worker, line, functions=(greet,))).stdout
+
+    assert [await call(f"_ry_test_greet {name}") for name in "abc"] == [
+        b"hi a\n",
+        b"hi b\n",
+        b"hi c\n",
+    ]
+    assert sent.read_text() == ".\n"
+    # A request runs in a subshell: it cannot undo the definition for the next one.
+    assert await call("unset -f _ry_test_greet; echo gone") == b"gone\n"
+    assert await call("_ry_test_greet d") == b"hi d\n"
+    assert ssh_server.commands_started == 1
+    await ssh_server.restart()  # a new connection and shell: defined there again
+    assert await call("_ry_test_greet e") == b"hi e\n"
+    assert sent.read_text() == ".\n.\n"
+    # Without a persistent shell the definition travels with every script.
+    async with SessionPool(dataclasses.replace(ssh_settings, persistent_shell=False)) as off:
+        assert [await call("_ry_test_greet f", off) for _ in range(2)] == [b"hi f\n"] * 2
+    assert sent.read_text() == ".\n" * 4
 
 
 async def test_the_shell_holds_one_channel_and_one_channel_pools_fall_back(

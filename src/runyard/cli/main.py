@@ -191,7 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8 (Python keeps its bytes as lone surrogates):
+    no workspace file, worker or log can hold it, so it is refused before anything runs."""
+    for argument in argv:
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            return argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    bad = undecodable_argument(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        sys.stderr.write(f"runyard: argument '{bad}' is not valid UTF-8 text\n")
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = getattr(args, "handler", verbs.console)

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.core.errors import RunyardError
-from runyard.core.fleet.executor import CommandResult
+from runyard.core.fleet.executor import CommandResult, standalone_script
 from runyard.core.fleet.telemetry import (
     WorkerSnapshot,
-    build_probe_script,
     parse_probe_output,
+    probe_call,
+    probe_function,
     snapshot_to_status,
 )
 from runyard.core.fleet.transports import Fleet
@@ -25,15 +26,18 @@ async def probe_worker(
 ) -> tuple[WorkerSnapshot | None, float | None, str | None]:
     """A worker's snapshot, the probe's round trip in ms, or why there is none."""
     seen = fleet.gpu_processes.recall(worker.worker_id, time.time())
-    script = build_probe_script(
-        fleet.workspace_path(worker), worker.health.heartbeat_command, seen=seen
-    )
+    probe = probe_function(fleet.workspace_path(worker), worker.health.heartbeat_command)
     start = time.perf_counter()
     try:
         executor = fleet.executor(worker)
-        # SSH workers answer short scripts through a persistent shell (sessions.run_short).
-        run = getattr(executor, "run_short", executor.run)
-        result: CommandResult = await run(script, timeout=timeout)
+        call = probe_call(probe, seen)
+        result: CommandResult
+        # SSH workers answer through a persistent shell that keeps the probe function, so
+        # each tick sends only the line that calls it (sessions.run_short).
+        if (run_short := getattr(executor, "run_short", None)) is not None:
+            result = await run_short(call, timeout, (probe,))
+        else:
+            result = await executor.run(standalone_script(call, (probe,)), timeout=timeout)
     except RunyardError as exc:
         return None, None, str(exc)
     latency_ms = (time.perf_counter() - start) * 1000

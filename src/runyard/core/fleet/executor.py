@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,28 @@ class CommandResult:
 
     def text(self) -> str:
         return self.stdout.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class ShellFunction:
+    """A bash function a script calls; a persistent shell keeps it once defined.
+
+    A script sent every tick (the probe) then travels as one line that calls it, instead of
+    kilobytes of text for the worker's bash to read and parse again each time.
+    `definition` is the code that defines `name`; nothing else may run in it.
+    """
+
+    name: str
+    definition: str
+
+    @classmethod
+    def from_body(cls, name: str, body: str) -> ShellFunction:
+        return cls(name, f"{name}() {{\n{body}\n}}\n")
+
+
+def standalone_script(script: str, functions: Sequence[ShellFunction]) -> str:
+    """`script` preceded by the definitions it calls: for a shell that keeps nothing."""
+    return "".join(function.definition for function in functions) + script
 
 
 class Executor(Protocol):

@@ -29,13 +29,19 @@ import random
 import secrets
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 import asyncssh
 
 from runyard.core.errors import WorkerUnreachable
-from runyard.core.fleet.executor import CommandResult, Executor, LocalExecutor
+from runyard.core.fleet.executor import (
+    CommandResult,
+    Executor,
+    LocalExecutor,
+    ShellFunction,
+    standalone_script,
+)
 from runyard.core.fleet.ssh_options import SSHClientSettings, SSHTarget, build_target
 from runyard.core.models import Worker
 from runyard.core.settings import Settings
@@ -56,6 +62,8 @@ printf '@@runyard:shell\n'
 _ry_lc=${LC_ALL+set:$LC_ALL}
 LC_ALL=C
 while IFS=' ' read -r _ry_tok _ry_n && read -r -N "$_ry_n" _ry_s; do
+  # "-": function definitions, kept in this shell for the requests that call them.
+  if [ "$_ry_tok" = - ]; then eval "$_ry_s"; continue; fi
   (
     _ry_tok=
     if [ -n "$_ry_lc" ]; then LC_ALL=${_ry_lc#set:}; else unset LC_ALL; fi
@@ -149,6 +157,7 @@ class _Shell:
         self.conn = conn
         self.process = process
         self.started = False  # its ready line came: the login and its start-up files are done
+        self.defined: set[str] = set()  # ShellFunction names sent to this shell
 
     def usable_on(self, conn: asyncssh.SSHClientConnection | None) -> bool:
         """Whether the shell still runs on `conn`, the worker's live connection."""
@@ -160,15 +169,23 @@ class _Shell:
             and not process.stdout.at_eof()
         )
 
-    async def request(self, script: str) -> CommandResult:
+    async def request(self, script: str, functions: Sequence[ShellFunction] = ()) -> CommandResult:
         """Run `script` in the shell; byte-exact stdout and stderr, and its exit status.
 
-        The end marker carries a random token sent with this request only, so no output of
-        the script (nor of an earlier one) can be taken for it.
+        The functions it calls are defined first, once per shell. The end marker carries a
+        random token sent with this request only, so no output of the script (nor of an
+        earlier one) can be taken for it.
         """
+        frames = bytearray()
+        for function in functions:
+            if function.name not in self.defined:
+                definition = function.definition.encode()
+                frames += b"- %d\n%s" % (len(definition), definition)
+                self.defined.add(function.name)
         token = secrets.token_hex(16).encode()
         body = script.encode() + b"\n"
-        self.process.stdin.write(b"%s %d\n%s" % (token, len(body), body))
+        frames += b"%s %d\n%s" % (token, len(body), body)
+        self.process.stdin.write(bytes(frames))
         marker = b"\n" + token + b" END "
         buf = bytearray()
         if not self.started:
@@ -442,7 +459,11 @@ class SessionPool:
         return CommandResult(status, stdout, stderr)
 
     async def run_short(
-        self, worker: Worker, script: str, timeout: float | None = None
+        self,
+        worker: Worker,
+        script: str,
+        timeout: float | None = None,
+        functions: Sequence[ShellFunction] = (),
     ) -> CommandResult:
         """`run` without stdin, through the worker's persistent shell: for short, idempotent
         scripts run often (probes, check), where a channel per command costs the client
@@ -453,9 +474,10 @@ class SessionPool:
         leave background jobs writing to stdout. Requests on one worker queue behind each
         other. On timeout or cancel the shell is killed and the next request opens another.
         A shell found dead is replaced, and a request it died in is run once more, so the
-        script must be safe to repeat. Falls back to `run` when `settings.persistent_shell`
-        is off, when the connection allows a single channel, or when the worker's shell
-        keeps dying on a live connection (say, no writable temp dir).
+        script must be safe to repeat. `functions` (those the script calls) are defined in
+        the shell the first time it needs them. Falls back to `run` when
+        `settings.persistent_shell` is off, when the connection allows a single channel, or
+        when the worker's shell keeps dying on a live connection (say, no writable temp dir).
         """
         session = self._session(worker)
         limit = self.settings.command_timeout if timeout is None else timeout
@@ -464,12 +486,12 @@ class SessionPool:
             or self.settings.max_channels < 2
             or session.shell_broken
         ):
-            return await self.run(worker, script, timeout=limit)
+            return await self.run(worker, standalone_script(script, functions), timeout=limit)
         deadline = time.monotonic() + limit
         session.shell_silent = False
         try:
             async with asyncio.timeout(limit), session.shell_lock:
-                result = await self._shell_request(session, script)
+                result = await self._shell_request(session, script, functions)
         except TimeoutError:
             raise WorkerUnreachable(
                 session.name,
@@ -480,15 +502,21 @@ class SessionPool:
         if result is not None:
             return result
         session.shell_broken = True
-        return await self.run(worker, script, timeout=max(deadline - time.monotonic(), 0.001))
+        return await self.run(
+            worker,
+            standalone_script(script, functions),
+            timeout=max(deadline - time.monotonic(), 0.001),
+        )
 
-    async def _shell_request(self, session: _WorkerSession, script: str) -> CommandResult | None:
+    async def _shell_request(
+        self, session: _WorkerSession, script: str, functions: Sequence[ShellFunction]
+    ) -> CommandResult | None:
         """`script` through the session's shell (its lock held), reopening a dead shell once;
         None when the fresh shell died too while the connection stayed up."""
         for _attempt in (1, 2):
             shell = await self._shell(session)
             try:
-                return await shell.request(script)
+                return await shell.request(script, functions)
             except _ShellDied:
                 session.discard_shell()
                 if session.live_connection() is not shell.conn:
@@ -615,9 +643,14 @@ class SSHExecutor:
     ) -> CommandResult:
         return await self._pool.run(self._worker, script, stdin, timeout)
 
-    async def run_short(self, script: str, timeout: float | None = None) -> CommandResult:
+    async def run_short(
+        self,
+        script: str,
+        timeout: float | None = None,
+        functions: Sequence[ShellFunction] = (),
+    ) -> CommandResult:
         """A short, repeatable script through the worker's persistent shell (probes)."""
-        return await self._pool.run_short(self._worker, script, timeout)
+        return await self._pool.run_short(self._worker, script, timeout, functions)
 
     def stream(self, script: str) -> AsyncIterator[bytes]:
         """The script's output as it arrives, over the pooled connection."""

@@ -10,12 +10,15 @@ everything nvidia-smi prints across drivers and GPU generations.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from runyard.core.fleet.executor import ShellFunction, standalone_script
 
 # A reading from the box; None where it reported N/A, [Not Supported], [Unknown Error] ...
 Measurement = int | float | None
@@ -302,12 +305,12 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     set +f
     _ry_mark section gpu_memory
     _ry_put "$_ry_key"
-    # The caller's last answer still holds when the readings match and its pids all live.
-    _ry_seen_key=__SEEN_KEY__
+    # The caller's last answer (see probe_call) still holds when the readings match and
+    # its pids all live.
     _ry_same=0
     if [ -n "$_ry_seen_key" ] && [ "$_ry_key" = "$_ry_seen_key" ]; then
       _ry_same=1
-      for _ry_pid in __SEEN_PIDS__; do
+      for _ry_pid in $_ry_seen_pids; do
         [ -d "/proc/$_ry_pid" ] || { _ry_same=0; break; }
       done
     fi
@@ -379,18 +382,18 @@ _ry_mark rc "$_ry_rc"
 """
 
 
-def build_probe_script(
+@functools.lru_cache(maxsize=256)
+def probe_function(
     workspace: str,
     heartbeat_command: str = "echo ok",
     *,
     command_timeout_s: int = DEFAULT_COMMAND_TIMEOUT_S,
-    seen: SeenGpuProcesses | None = None,
-) -> str:
-    """One bash script that samples heartbeat, host, GPUs and workspace disk in one go.
+) -> ShellFunction:
+    """The probe as a bash function that samples heartbeat, host, GPUs and workspace disk.
 
-    Every value from the caller is quoted; the script always exits 0 and reports failures
-    inside its sections (see `parse_probe_output`). With `seen`, the compute processes are
-    asked for only when that answer no longer holds (see `GpuProcessMemo`).
+    Every value from the caller is quoted; the function always exits 0 and reports failures
+    inside its sections (see `parse_probe_output`). Its name carries a hash of its text, so
+    a worker whose settings change gets a new definition in its persistent shell.
     """
     timeout_s = max(1, int(command_timeout_s))
     gpu_sections = (
@@ -399,8 +402,6 @@ def build_probe_script(
         .replace("__APP_FIELDS__", shlex.quote(",".join(COMPUTE_APP_FIELDS)))
         .replace("__TIMEOUT__", str(timeout_s))
         .replace("__MEMORY_COLUMN__", str(GPU_MEMORY_COLUMN))
-        .replace("__SEEN_KEY__", shlex.quote(seen.memory_key) if seen else "''")
-        .replace("__SEEN_PIDS__", " ".join(str(p.pid) for p in seen.processes) if seen else "")
     )
     body = "".join(
         (
@@ -413,7 +414,29 @@ def build_probe_script(
             _PROBE_DISK_SECTIONS.replace("__WORKSPACE__", remote_path_expression(workspace)),
         )
     )
-    return body
+    digest = hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()[:16]
+    return ShellFunction.from_body(f"_ry_probe_{digest}", body)
+
+
+def probe_call(function: ShellFunction, seen: SeenGpuProcesses | None = None) -> str:
+    """The line that runs the probe `function`, handing it the last process list (`seen`):
+    it asks nvidia-smi for the processes only when that answer no longer holds."""
+    if seen is None:
+        return f"_ry_seen_key= _ry_seen_pids=\n{function.name}\n"
+    pids = " ".join(str(process.pid) for process in seen.processes)
+    return f"_ry_seen_key={shlex.quote(seen.memory_key)} _ry_seen_pids='{pids}'\n{function.name}\n"
+
+
+def build_probe_script(
+    workspace: str,
+    heartbeat_command: str = "echo ok",
+    *,
+    command_timeout_s: int = DEFAULT_COMMAND_TIMEOUT_S,
+    seen: SeenGpuProcesses | None = None,
+) -> str:
+    """The probe as one self-contained script, for a shell that keeps no functions."""
+    function = probe_function(workspace, heartbeat_command, command_timeout_s=command_timeout_s)
+    return standalone_script(probe_call(function, seen), (function,))
 
 
 # ---------------------------------------------------------------- parsing helpers

@@ -130,12 +130,60 @@ def yaml_field_error(path: Path, root: Any, error: FieldError) -> FileFormatErro
 
 
 def load_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error (a truncated file, say) names the line."""
+    """Parse a JSON file; a syntax error (a truncated file, say) names the line.
+
+    JSON may escape half a UTF-16 pair (`"\\ud800"`), which Python keeps as a lone
+    surrogate that no file, pipe or SSH channel can encode: such text is refused here,
+    by field and line, instead of failing later mid-write or mid-dispatch.
+    """
     text = read_text(path)
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FileFormatError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate_path(data, ())
+        if where is not None:
+            raise FileFormatError(
+                path,
+                "contains half of a UTF-16 surrogate pair (a \\ud800-\\udfff escape "
+                "on its own), which is not text",
+                line=json_line(text, where),
+                field=_dotted(where) or None,
+            )
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate_path(value: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Where the first string (key or value) holding a lone surrogate is; None if nowhere.
+
+    json.loads joins every valid pair, so any surrogate left is a lone one.
+    """
+    if isinstance(value, str):
+        return None if _encodable(value) else path
+    if not isinstance(value, (dict, list)):
+        return None
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(key, str) and not _encodable(key):
+            return path
+        found = _lone_surrogate_path(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_field_error(path: Path, text: str, error: FieldError) -> FileFormatError:
