@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +42,7 @@ from runyard.core.dispatch import dispatch
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import RunStatus, Worker
 from runyard.core.profiles import shipped_profile_text
+from runyard.core.protocol import TMUX_PANE
 from runyard.core.runs import RunSpec, add_run, find_run
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workers import add_worker
@@ -406,3 +408,27 @@ def test_attach_finds_exactly_its_session_not_a_longer_name(tmp_path: Path, tmux
     tmux("new-session", "-d", "-s", "runyard-r1-1", "sleep 60")
     attached = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     assert attached.stdout.strip() != "-l" and "terminal" in attached.stderr  # tmux attach ran
+
+
+@pytest.mark.parametrize("sent", [b"", b"SECRET=1\0"], ids=["nothing", "a list cut short"])
+def test_a_pane_whose_launcher_died_ends_and_starts_nothing(
+    tmp_path: Path, tmux_dir: Path, sent: bytes
+) -> None:
+    """The launcher (an SSH channel) can die before it sends the secrets, or midway: the
+    pane must not wait on the FIFO for ever, nor start the run without them."""
+    d = tmp_path / "run dir"
+    d.mkdir()
+    os.mkfifo(d / "secrets.fifo", 0o600)
+    header = f"#!/usr/bin/env bash\nd={shlex.quote(str(d))}\nwd={shlex.quote(str(tmp_path))}\n"
+    (d / "tmux.sh").write_text(header + "secrets_wait_s=1\n" + TMUX_PANE)
+    name = f"runyard-orphan-{uuid.uuid4().hex[:6]}"
+    assert (
+        tmux("new-session", "-d", "-s", name, "-c", str(d), "exec bash ./tmux.sh").returncode == 0
+    )
+    if sent:
+        fd = os.open(d / "secrets.fifo", os.O_WRONLY)  # the pane holds it open: no wait
+        os.write(fd, sent)
+        os.close(fd)
+    assert name in sessions()
+    wait_for(lambda: name not in sessions(), timeout=10)
+    assert not (d / "start.lock").exists() and not (d / "log").exists()

@@ -91,15 +91,22 @@ start_run() {
 # command line. The run starts in a session of its own, off the pane's terminal, as under
 # setsid: Ctrl-C in an attached pane, or the pane closing, never reaches it. The pane only
 # shows the log, and closes (ending the tmux session) when the run ends.
-TMUX_PANE = r"""
-exec 3<"$d/secrets.fifo" || exit 1
+TMUX_PANE = (
+    _START_RUN
+    + r"""
+# Opened read-write, which never blocks: a launcher that died before writing (a dropped
+# connection) leaves no pane waiting on the FIFO for ever. The launcher ends the list with
+# a marker; a list cut short, or none within secrets_wait_s, starts nothing and the
+# session ends.
+exec 3<>"$d/secrets.fifo" || exit 1
 secrets=()
-while IFS= read -r -d '' assignment <&3; do secrets+=("$assignment"); done
+complete=
+while IFS= read -r -d '' -t "${secrets_wait_s:-15}" assignment <&3; do
+  if [ "$assignment" = @@runyard:end ]; then complete=1; break; fi
+  secrets+=("$assignment")
+done
 exec 3<&-
-# The launcher ends the list with a marker: a list cut short starts nothing.
-last=$(( ${#secrets[@]} - 1 ))
-[ "$last" -ge 0 ] && [ "${secrets[$last]}" = @@runyard:end ] || exit 1
-unset "secrets[$last]"
+[ -n "$complete" ] || exit 1
 # Whoever makes start.lock starts the run: this pane, or the launcher once it gave up on it.
 mkdir "$d/start.lock" 2>/dev/null || exit 1
 start_run &
@@ -114,6 +121,7 @@ else  # a tail without --pid (busybox, BSD): stop it once the run is gone
   kill "$t" 2>/dev/null
 fi
 """
+)
 
 
 def env_script(env: Mapping[str, str]) -> str:
@@ -189,8 +197,7 @@ def build_launch(req: LaunchRequest) -> tuple[str, bytes]:
     tmux_start = ""
     if req.detach == "tmux":
         session = tmux_session_name(req.run_id, req.attempt)
-        pane = _START_RUN + TMUX_PANE
-        tmux_start = f"session={shlex.quote(session)}\npane={shlex.quote(pane)}\n{_TMUX_START}"
+        tmux_start = f"session={shlex.quote(session)}\npane={shlex.quote(TMUX_PANE)}\n{_TMUX_START}"
     script = (
         _PRELUDE
         + f"""
