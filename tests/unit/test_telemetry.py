@@ -1009,6 +1009,41 @@ def test_parse_probe_output_takes_the_seen_processes_only_where_the_probe_says_u
     assert memo.recall("w", 2.0) is None
 
 
+def processes_named(name: str) -> list[str]:
+    """Pids of live processes whose argv[0] is `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and (entry / "cmdline").read_bytes().split(b"\0")[0] == name.encode()
+            ):
+                found.append(entry.name)
+        except OSError:
+            continue
+    return found
+
+
+async def test_a_hanging_nvidia_smi_is_killed_and_the_rest_of_the_probe_answers(
+    sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wedged driver: nvidia-smi never returns. `timeout` ends it, and the heartbeat,
+    host and disk sections still answer."""
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    marker = f"hung-nvidia-smi-{os.getpid()}"
+    (hung / "nvidia-smi").write_text(f"#!/usr/bin/env bash\nexec -a {marker} sleep 60\n")
+    (hung / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{hung}{os.pathsep}{os.environ['PATH']}")
+    start = time.monotonic()
+    snapshot = await probe(sandbox, command_timeout_s=1)
+    assert time.monotonic() - start < 5
+    assert (snapshot.nvidia_smi, snapshot.nvidia_smi_error) == ("error", "nvidia-smi timed out")
+    assert snapshot.heartbeat_ok and snapshot.disk is not None and snapshot.cpu_count
+    await asyncio.sleep(0.2)
+    assert not processes_named(marker), "the hung nvidia-smi is still running"
+
+
 async def test_probe_on_a_cpu_box_without_nvidia_smi(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
