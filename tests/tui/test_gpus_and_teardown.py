@@ -76,10 +76,38 @@ async def test_gpu_detail_follows_runs_and_marks_zombies(
         assert hog[4] == "run" and run.id in hog[5]
         trace = app.state.workers["local"].traces[0]
         assert trace.util[-1] is not None and trace.util[-1] >= 85
-        title = str(view.query_one("#gpu-0 .gpu-title").render())
+        title = str(view.query_one(".gpu-0 .gpu-title").render())
         assert "GPU0" in title and "working" in title
         app.controller.cancel([run.id])
         await settle(pilot)
+
+
+@pytest.mark.usefixtures("local_gpus")
+async def test_switching_between_workers_with_the_same_gpu_indexes(workspace: Workspace) -> None:
+    """Each worker has a GPU 0: `]` pressed fast must never mount a panel over the one
+    still being removed (it raised DuplicateIds and closed the console)."""
+    one_gpu = DemoWorker("box-1gpu", "default", "generic-ssh", (GPU,))
+    three_gpus = DemoWorker("box-3gpu", "default", "generic-ssh", (GPU, GPU, GPU))
+    install_demo_workers(workspace, [one_gpu, three_gpus])
+    app = console(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await until(
+            pilot,
+            lambda: all(ws.gpus() for ws in app.state.workers.values()),
+            app.controller.refresh_fleet,
+        )
+        await pilot.press("4")
+        view = gpu_view(app)
+        seen = set()
+        for _ in range(7):
+            await pilot.press("right_square_bracket")
+            seen.add(view.worker_name)
+        await settle(pilot)
+        assert seen == {"local", "box-1gpu", "box-3gpu"}
+        ws = app.state.workers[view.worker_name or ""]
+        await until(pilot, lambda: len(view.query("GpuPanel")) == len(ws.gpus()))
+        assert app.is_running
 
 
 # ---------------------------------------------------------------- teardown

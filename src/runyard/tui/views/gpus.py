@@ -91,8 +91,10 @@ class GpuPanel(Vertical):
     """
 
     def __init__(self, gpu: GpuSample, trace: GpuTrace) -> None:
-        super().__init__(id=f"gpu-{gpu.index or 0}")
+        # A class, not an id: panels of the worker shown before may still be in the DOM
+        # while these mount (removal is asynchronous), and ids must be unique there.
         self.index = gpu.index or 0
+        super().__init__(classes=f"gpu-{self.index}")
         self.gpu = gpu
         self.trace = trace
 
