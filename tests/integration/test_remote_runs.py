@@ -27,9 +27,11 @@ from runyard.core.control import cancel_run, follow_log, read_log
 from runyard.core.dispatch import dispatch
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import RunStatus, SSHSettings, Worker
+from runyard.core.patrol import RUN_LOST, patrol
 from runyard.core.pull import pull_run
 from runyard.core.runs import RunSpec, add_run, find_run
 from runyard.core.store.workspace_store import WorkspaceStore
+from runyard.core.telemetry_service import probe_worker
 from runyard.core.workers import add_worker
 from runyard.core.workspace import Workspace
 
@@ -366,3 +368,29 @@ async def test_a_workspace_relative_to_the_login_directory_works(
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
     assert find_run(store.runs(), run.id).exit_code == 0
     assert (server.home / "rel ws" / "runs" / "outputs" / "relative" / "x").read_text() == "made\n"
+
+
+async def test_ticks_of_status_check_and_patrol_share_the_workers_one_shell(
+    remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
+) -> None:
+    """What the console does every few seconds opens no channel (no login, no ~/.bashrc on
+    the worker): the probe, the run check and the patrol all go through its shell."""
+    store, fleet, server = remote
+    run = add_run(store, RunSpec(name="long", worker="gpu1", command="sleep 30"))
+    assert (await dispatch(store, fleet))[0].ok
+    worker = store.workers()[-1]
+    assert worker.worker_id == "gpu1"
+
+    async def tick() -> None:
+        snapshot, _, error = await probe_worker(fleet, worker, 10)
+        assert error is None and snapshot is not None and snapshot.heartbeat_ok
+        assert [c.run_id for c in await check(store, fleet)] == [run.id]
+        assert RUN_LOST not in {a.kind for a in await patrol(store, fleet, [worker])}
+
+    await tick()
+    opened = server.commands_started
+    for _ in range(3):
+        await tick()
+    assert server.commands_started == opened
+    assert find_run(store.runs(), run.id).status == RunStatus.RUNNING
+    await cancel_run(store, fleet, run.id)

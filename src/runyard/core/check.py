@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from runyard.core.errors import RunyardError
-from runyard.core.fleet.executor import CommandResult
+from runyard.core.fleet.executor import run_short_script
 from runyard.core.fleet.transports import Fleet
 from runyard.core.metrics import parse_metrics
 from runyard.core.models import Run, RunStatus, Worker
@@ -89,10 +89,7 @@ async def _probe_worker(
 ) -> CheckReport | RunyardError:
     targets = [ProbeTarget(run.id, run.run_dir or "", CHECK_TAIL_BYTES) for run in runs]
     try:
-        executor = fleet.executor(worker)
-        # SSH workers answer short scripts through a persistent shell (sessions.run_short).
-        run = getattr(executor, "run_short", executor.run)
-        result: CommandResult = await run(build_check(targets), timeout=timeout)
+        result = await run_short_script(fleet.executor(worker), build_check(targets), timeout)
     except RunyardError as exc:
         return exc
     return parse_check(result.stdout)

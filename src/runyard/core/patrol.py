@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from runyard.core.errors import RunyardError
+from runyard.core.fleet.executor import run_short_script
 from runyard.core.fleet.telemetry import (
     MARK,
     GpuSample,
@@ -967,7 +968,10 @@ async def run_patrol_probe(
     """Run the patrol probe for `runs` on `worker`: its report, or why there is none."""
     targets = [ProbeTarget(run.id, run.run_dir, 0) for run in runs if run.is_active and run.run_dir]
     try:
-        result = await fleet.executor(worker).run(build_patrol_probe(targets), timeout=timeout)
+        # A channel per patrol would cost the worker a login (and its ~/.bashrc) each time.
+        result = await run_short_script(
+            fleet.executor(worker), build_patrol_probe(targets), timeout
+        )
     except RunyardError as exc:
         return str(exc)
     report = parse_patrol_probe(result.stdout)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.core.errors import RunyardError
-from runyard.core.fleet.executor import CommandResult, standalone_script
+from runyard.core.fleet.executor import run_short_script
 from runyard.core.fleet.telemetry import (
     WorkerSnapshot,
     parse_probe_output,
@@ -29,15 +29,11 @@ async def probe_worker(
     probe = probe_function(fleet.workspace_path(worker), worker.health.heartbeat_command)
     start = time.perf_counter()
     try:
-        executor = fleet.executor(worker)
-        call = probe_call(probe, seen)
-        result: CommandResult
-        # SSH workers answer through a persistent shell that keeps the probe function, so
-        # each tick sends only the line that calls it (sessions.run_short).
-        if (run_short := getattr(executor, "run_short", None)) is not None:
-            result = await run_short(call, timeout, (probe,))
-        else:
-            result = await executor.run(standalone_script(call, (probe,)), timeout=timeout)
+        # An SSH worker's persistent shell keeps the probe function: each tick sends only
+        # the line that calls it.
+        result = await run_short_script(
+            fleet.executor(worker), probe_call(probe, seen), timeout, (probe,)
+        )
     except RunyardError as exc:
         return None, None, str(exc)
     latency_ms = (time.perf_counter() - start) * 1000

@@ -54,6 +54,21 @@ def standalone_script(script: str, functions: Sequence[ShellFunction]) -> str:
     return "".join(function.definition for function in functions) + script
 
 
+async def run_short_script(
+    executor: Executor,
+    script: str,
+    timeout: float | None = None,
+    functions: Sequence[ShellFunction] = (),
+) -> CommandResult:
+    """A short script that is safe to run twice (probes, check, patrol): through the
+    worker's persistent shell where its transport keeps one (SSH), else as one script."""
+    run_short = getattr(executor, "run_short", None)
+    if run_short is not None:
+        result: CommandResult = await run_short(script, timeout, functions)
+        return result
+    return await executor.run(standalone_script(script, functions), timeout=timeout)
+
+
 class Executor(Protocol):
     """Runs a bash script on one worker. Raises `WorkerUnreachable` when it cannot."""
 
