@@ -98,3 +98,29 @@ async def test_shard_search_on_two_local_workers_merges_in_shard_order(
         assert source["path"].endswith(f"outputs/search.shard{source['shard']}.json")
         data = (store.workspace.root / source["path"]).read_bytes()
         assert source["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_shard_file_holding_half_a_surrogate_pair_is_refused_by_name(
+    store: WorkspaceStore, tmp_path: Path
+) -> None:
+    """Python's json.dumps writes a file name it read with surrogateescape as "\\udcff":
+    the merge names the shard instead of failing with a traceback while writing."""
+    add_worker(store, Worker(worker_id="cpu-a", kind="local", worker_pool="cpu"))
+    command = (
+        """printf '[{"file": "ok-{shard}"}, {"file": "bad\\udcff"}]' """
+        '> "$RUNYARD_OUTPUT_DIR/names.shard{shard}.json"'
+    )
+    ids = [r.id for r in add_shards(store, RunSpec(command, name="names", pool="cpu"), 2).runs]
+    fleet = Fleet(store.workspace.root, store.settings())
+    try:
+        await run_to_completion(store, fleet, set(ids))
+        for run_id in ids:
+            assert (await pull_run(store, fleet, run_id)).verified
+    finally:
+        await fleet.close()
+    out = tmp_path / "names_merged.json"
+    with pytest.raises(
+        InputError, match=r"shard 0\): half a UTF-16 surrogate pair at \[1, 'file'\]"
+    ):
+        merge_shards(store, "names", "outputs/*.shard*.json", out)
+    assert not out.exists()

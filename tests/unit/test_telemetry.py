@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -955,6 +956,36 @@ async def test_probe_reuses_the_process_list_only_while_it_must_still_hold(
     assert (idle.gpu_processes, idle.gpu_processes_reused) == ([], False)
     await tick()
     assert queries(log) == ["--query-gpu"]
+
+
+async def test_no_reuse_where_gpu_memory_reads_not_available(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boards that report memory.used as [N/A] give the probe nothing to compare: it asks
+    for the processes every time, and a new one shows at once."""
+    apps = tmp_path / "apps.csv"
+    apps.write_text("")
+    bin_dir = tmp_path / "na-bin"
+    bin_dir.mkdir()
+    row = H100_BUSY.replace(", 71234,", ", [N/A],")
+    (bin_dir / "nvidia-smi").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--query-gpu=*) echo {shlex.quote(row)} ;; *) cat {apps} ;; esac\n'
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    memo = GpuProcessMemo()
+    first = await probe(tmp_path)
+    assert (first.gpus[0].mem_used_mib, first.gpu_processes, first.gpu_memory_key) == (
+        None,
+        [],
+        None,
+    )
+    memo.remember("w", first)
+    assert memo.recall("w", time.time()) is None
+    apps.write_text(f"{H100_UUID}, {os.getpid()}, python, 300\n")
+    (process,) = (await probe(tmp_path, seen=memo.recall("w", time.time()))).gpu_processes
+    assert process.pid == os.getpid()
 
 
 async def test_a_listed_pid_that_exits_is_asked_again_even_if_memory_reads_the_same(

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from runyard.core.errors import RunyardError
-from runyard.core.fleet.executor import run_short_script
 from runyard.core.fleet.telemetry import (
     MARK,
     GpuSample,
@@ -968,10 +967,10 @@ async def run_patrol_probe(
     """Run the patrol probe for `runs` on `worker`: its report, or why there is none."""
     targets = [ProbeTarget(run.id, run.run_dir, 0) for run in runs if run.is_active and run.run_dir]
     try:
-        # A channel per patrol would cost the worker a login (and its ~/.bashrc) each time.
-        result = await run_short_script(
-            fleet.executor(worker), build_patrol_probe(targets), timeout
-        )
+        # A channel of its own, not the persistent shell: a probe stuck there on a wedged
+        # driver (nvidia-smi in the kernel, where `timeout` cannot end it) must not keep the
+        # patrol from reading the kernel log that explains it.
+        result = await fleet.executor(worker).run(build_patrol_probe(targets), timeout=timeout)
     except RunyardError as exc:
         return str(exc)
     report = parse_patrol_probe(result.stdout)

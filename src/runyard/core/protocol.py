@@ -98,6 +98,7 @@ TMUX_PANE = (
 # connection) leaves no pane waiting on the FIFO for ever. The launcher ends the list with
 # a marker; a list cut short, or none within secrets_wait_s, starts nothing and the
 # session ends.
+[ -p "$d/secrets.fifo" ] || exit 1  # gone: the launcher gave up on this pane
 exec 3<>"$d/secrets.fifo" || exit 1
 secrets=()
 complete=

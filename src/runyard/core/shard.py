@@ -33,7 +33,7 @@ from runyard.core.models import (
 )
 from runyard.core.runs import RunSpec, build_run, new_run_id, validate_spec
 from runyard.core.store.atomic import atomic_write_text
-from runyard.core.store.documents import load_json
+from runyard.core.store.documents import load_json, lone_surrogate_path
 from runyard.core.store.events import utc_now
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workspace import Workspace
@@ -517,6 +517,11 @@ def _collect_inputs(
                 value = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise InputError(f"{shown} (shard {entry.index}): invalid JSON: {exc}") from None
+            if (where := lone_surrogate_path(value)) is not None:
+                raise InputError(
+                    f"{shown} (shard {entry.index}): half a UTF-16 surrogate pair at "
+                    f"{list(where)}, which is not text and cannot be merged"
+                )
             if not isinstance(value, (list, dict)):
                 raise InputError(
                     f"{shown} (shard {entry.index}): a shard file must hold a JSON array or "

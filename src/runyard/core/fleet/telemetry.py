@@ -299,7 +299,10 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     _ry_key=
     for _ry_row in "${_ry_rows[@]}"; do
       _ry_cells=($_ry_row)
-      _ry_key+="${_ry_cells[__MEMORY_COLUMN__]// /};"
+      _ry_cell=${_ry_cells[__MEMORY_COLUMN__]// /}
+      # A reading that is not a number ([N/A] on some boards) proves nothing: no key.
+      [[ $_ry_cell =~ ^[0-9]+$ ]] || { _ry_key=; break; }
+      _ry_key+="$_ry_cell;"
     done
     IFS=$' \t\n'
     set +f

@@ -57,7 +57,7 @@ def load_yaml(path: Path) -> Any:
     from ruamel.yaml.error import MarkedYAMLError
 
     try:
-        return _yaml().load(text)
+        data = _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -65,6 +65,11 @@ def load_yaml(path: Path) -> Any:
         raise FileFormatError(path, f"invalid YAML: {problem}", line=line) from None
     except Exception as exc:  # ruamel raises a few unmarked errors on odd input
         raise FileFormatError(path, f"invalid YAML: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise _surrogate_error(path, yaml_line(data, where), where)
+    return data
 
 
 def parse_yaml_file(path: Path, parse: Callable[[Any, list[str]], T], warnings: list[str]) -> T:
@@ -77,6 +82,8 @@ def parse_yaml_file(path: Path, parse: Callable[[Any, list[str]], T], warnings: 
     """
     text = read_text(path)
     quiet: list[str] = []
+    if _SURROGATE_ESCAPE.search(text):
+        quiet.append("half a surrogate pair, perhaps")  # only load_yaml looks for them
     try:
         result = parse(_fast_yaml().load(text), quiet)
     except Exception:  # the C loader's or `parse`'s complaint; the slow path words it
@@ -142,25 +149,33 @@ def load_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise FileFormatError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     if _SURROGATE_ESCAPE.search(text):
-        where = _lone_surrogate_path(data, ())
+        where = lone_surrogate_path(data)
         if where is not None:
-            raise FileFormatError(
-                path,
-                "contains half of a UTF-16 surrogate pair (a \\ud800-\\udfff escape "
-                "on its own), which is not text",
-                line=json_line(text, where),
-                field=_dotted(where) or None,
-            )
+            raise _surrogate_error(path, json_line(text, where), where)
     return data
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# `\ud800` in JSON or YAML, `\U0000d800` in YAML: escapes that can stand for half a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
 
 
-def _lone_surrogate_path(value: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+def _surrogate_error(path: Path, line: int | None, where: Sequence[str | int]) -> FileFormatError:
+    return FileFormatError(
+        path,
+        "contains half of a UTF-16 surrogate pair (a \\ud800-\\udfff escape on its own), "
+        "which is not text",
+        line=line,
+        field=_dotted(where) or None,
+    )
+
+
+def lone_surrogate_path(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> tuple[str | int, ...] | None:
     """Where the first string (key or value) holding a lone surrogate is; None if nowhere.
 
-    json.loads joins every valid pair, so any surrogate left is a lone one.
+    The parsers join every valid pair, so any surrogate left is a lone one, and no file,
+    pipe or SSH channel can encode it.
     """
     if isinstance(value, str):
         return None if _encodable(value) else path
@@ -170,7 +185,7 @@ def _lone_surrogate_path(value: Any, path: tuple[str | int, ...]) -> tuple[str |
     for key, item in items:
         if isinstance(key, str) and not _encodable(key):
             return path
-        found = _lone_surrogate_path(item, (*path, key))
+        found = lone_surrogate_path(item, (*path, key))
         if found is not None:
             return found
     return None
