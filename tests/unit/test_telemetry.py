@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from runyard.core.errors import WorkerUnreachable
 from runyard.core.fleet.executor import LocalExecutor
 from runyard.core.fleet.telemetry import (
     COMPUTE_APP_FIELDS,
@@ -1073,6 +1075,60 @@ async def test_a_hanging_nvidia_smi_is_killed_and_the_rest_of_the_probe_answers(
     assert snapshot.heartbeat_ok and snapshot.disk is not None and snapshot.cpu_count
     await asyncio.sleep(0.2)
     assert not processes_named(marker), "the hung nvidia-smi is still running"
+
+
+def wedged_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An nvidia-smi that, while `hang` exists, never returns and ignores `timeout`'s TERM
+    (as one stuck in the kernel does); every call is logged. Its pid file goes to tmp_path."""
+    bin_dir, hang, calls = tmp_path / "wedged", tmp_path / "hang", tmp_path / "calls"
+    bin_dir.mkdir()
+    real = tmp_path / "bin" / "nvidia-smi"
+    (bin_dir / "nvidia-smi").write_text(
+        "#!/usr/bin/env bash\n"
+        f"echo call >> {calls}\n"
+        f"if [ -e {hang} ]; then trap '' TERM; sleep 60; fi\n"
+        f'exec {real} "$@"\n'
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    return hang, calls
+
+
+async def test_an_nvidia_smi_stuck_past_its_time_limit_is_reported_not_joined(
+    sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hang, calls = wedged_nvidia_smi(tmp_path, monkeypatch)
+    hang.touch()
+    script = build_probe_script(str(sandbox), command_timeout_s=1)
+    with pytest.raises(WorkerUnreachable):  # `timeout` waits on it for ever: so does the probe
+        await LocalExecutor().run(script, timeout=2)
+    stuck = int((tmp_path / f"runyard-nvidia-smi.{os.getuid()}").read_text())
+    try:
+        await asyncio.sleep(5)  # older than the 1 s limit plus 5 s of grace
+        start = time.monotonic()
+        snapshot = await probe(sandbox, command_timeout_s=1)
+        assert time.monotonic() - start < 2
+        assert snapshot.nvidia_smi == "error" and snapshot.heartbeat_ok and snapshot.disk
+        assert snapshot.nvidia_smi_error is not None
+        assert f"has not returned (pid {stuck})" in snapshot.nvidia_smi_error
+        assert calls.read_text() == "call\n"  # no second nvidia-smi behind the first
+    finally:
+        os.killpg(stuck, signal.SIGKILL)  # the driver recovers (timeout leads its own group)
+        hang.unlink()
+    await asyncio.sleep(0.2)
+    recovered = await probe(sandbox, command_timeout_s=1)
+    assert recovered.nvidia_smi == "ok" and len(recovered.gpus) == 1
+
+
+async def test_probes_side_by_side_never_take_each_others_nvidia_smi_for_stuck(
+    sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, calls = wedged_nvidia_smi(tmp_path, monkeypatch)
+    snapshots = await asyncio.gather(*(probe(sandbox) for _ in range(6)))
+    assert [s.nvidia_smi for s in snapshots] == ["ok"] * 6
+    assert len(calls.read_text().split()) >= 6
 
 
 async def test_probe_on_a_cpu_box_without_nvidia_smi(

@@ -278,13 +278,44 @@ fi
 
 _PROBE_GPU_SECTIONS = r"""
 _ry_fields=__GPU_FIELDS__
-if command -v nvidia-smi >/dev/null 2>&1; then
-  _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
+# An nvidia-smi stuck in the kernel (a wedged driver) outlives `timeout`, which waits for
+# it, and the probe that started it. Its pid stays in this file while it runs, so later
+# probes report it at once instead of queueing one more behind it (and holding up the
+# run check that shares their shell).
+_ry_smi_pid_file=${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/runyard-nvidia-smi.$UID
+_ry_smi() {  # nvidia-smi "$@" under the time limit: output in _ry_out, status in _ry_rc
+  _ry_out=$(printf '%s\n' "$BASHPID" 2>/dev/null >"$_ry_smi_pid_file"
+            exec "${_ry_limit[@]}" nvidia-smi "$@" 2>&1)
   _ry_rc=$?
+  : 2>/dev/null >"$_ry_smi_pid_file"
+}
+# Stuck, not merely in flight for a probe running beside this one: it has run for longer
+# than the time limit allows (its start in /proc/PID/stat is in 1/100 s since boot).
+_ry_stuck=
+if [ -r "$_ry_smi_pid_file" ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )); then
+  IFS= read -r _ry_pid < "$_ry_smi_pid_file"
+  if [[ $_ry_pid =~ ^[0-9]+$ ]] && [ -r "/proc/$_ry_pid/cmdline" ]; then
+    mapfile -d '' -t _ry_argv < "/proc/$_ry_pid/cmdline"
+    IFS= read -r _ry_stat < "/proc/$_ry_pid/stat"
+    IFS=' ' read -r _ry_up _ < /proc/uptime
+    set -f
+    _ry_f=(${_ry_stat##*) })  # the fields after the command name, from field 3
+    set +f
+    if [[ " ${_ry_argv[*]} " == *nvidia-smi* ]] && [[ ${_ry_f[19]:-} =~ ^[0-9]+$ ]] &&
+      (( ${_ry_up%.*} - ${_ry_f[19]} / 100 > __TIMEOUT__ + 5 )); then
+      _ry_stuck=$_ry_pid
+    fi
+  fi
+fi
+if [ -n "$_ry_stuck" ] && command -v nvidia-smi >/dev/null 2>&1; then
+  _ry_mark section gpus "$_ry_fields"
+  _ry_put "nvidia-smi started by an earlier probe has not returned (pid $_ry_stuck): the GPU driver may be wedged (see dmesg)"
+  _ry_mark rc 125
+elif command -v nvidia-smi >/dev/null 2>&1; then
+  _ry_smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits
   if [ "$_ry_rc" -ne 0 ] && [[ $_ry_out == *"not a valid field"* ]]; then
     _ry_fields=__GPU_CORE_FIELDS__
-    _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits 2>&1)
-    _ry_rc=$?
+    _ry_smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits
   fi
   _ry_mark section gpus "$_ry_fields"
   [ -n "$_ry_out" ] && _ry_put "$_ry_out"
@@ -322,8 +353,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
       _ry_mark unchanged
       _ry_mark rc 0
     else
-      _ry_out=$(exec "${_ry_limit[@]}" nvidia-smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits 2>&1)
-      _ry_rc=$?
+      _ry_smi --query-compute-apps=__APP_FIELDS__ --format=csv,noheader,nounits
       [ -n "$_ry_out" ] && _ry_put "$_ry_out"
       _ry_mark rc "$_ry_rc"
     fi
