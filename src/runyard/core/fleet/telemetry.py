@@ -279,21 +279,22 @@ fi
 _PROBE_GPU_SECTIONS = r"""
 _ry_fields=__GPU_FIELDS__
 # An nvidia-smi stuck in the kernel (a wedged driver) outlives `timeout`, which waits for
-# it, and the probe that started it. Its pid stays in this file while it runs, so later
-# probes report it at once instead of queueing one more behind it (and holding up the
-# run check that shares their shell).
+# it, and the probe that started it. The pid of each call is written to this file, so
+# later probes report a stuck one at once instead of queueing one more behind it (and
+# holding up the run check that shares their shell). Written in place, padded, never
+# truncated: a truncation costs a journal commit on ext4, ~25 times the write.
 _ry_smi_pid_file=${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/runyard-nvidia-smi.$UID
 _ry_smi() {  # nvidia-smi "$@" under the time limit: output in _ry_out, status in _ry_rc
-  _ry_out=$(printf '%s\n' "$BASHPID" 2>/dev/null >"$_ry_smi_pid_file"
+  # Through fd 3: inside $(...), bash 5.2 sends `builtin 1<>file` to the substitution.
+  _ry_out=$(printf '%12s\n' "$BASHPID" 2>/dev/null 3<>"$_ry_smi_pid_file" >&3
             exec "${_ry_limit[@]}" nvidia-smi "$@" 2>&1)
   _ry_rc=$?
-  : 2>/dev/null >"$_ry_smi_pid_file"
 }
 # Stuck, not merely in flight for a probe running beside this one: it has run for longer
 # than the time limit allows (its start in /proc/PID/stat is in 1/100 s since boot).
 _ry_stuck=
 if [ -r "$_ry_smi_pid_file" ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )); then
-  IFS= read -r _ry_pid < "$_ry_smi_pid_file"
+  IFS=' ' read -r _ry_pid _ < "$_ry_smi_pid_file"
   if [[ $_ry_pid =~ ^[0-9]+$ ]] && [ -r "/proc/$_ry_pid/cmdline" ]; then
     mapfile -d '' -t _ry_argv < "/proc/$_ry_pid/cmdline"
     IFS= read -r _ry_stat < "/proc/$_ry_pid/stat"
