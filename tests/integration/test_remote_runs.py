@@ -66,6 +66,20 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], deadline_s: float
     raise AssertionError("condition not met before the deadline")
 
 
+def secret_in_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh secret in RUNYARD_REMOTE_SECRET, for `${secret:RUNYARD_REMOTE_SECRET}`."""
+    secret = "s3cret-" + os.urandom(6).hex()
+    monkeypatch.setenv("RUNYARD_REMOTE_SECRET", secret)
+    return secret
+
+
+def token_matches(secret: str) -> str:
+    """Shell that prints "matched" when $TOKEN holds `secret` (compared by digest, so the
+    value itself is on no command line)."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return f'test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = {digest} && echo matched'
+
+
 async def run_status(store: WorkspaceStore, fleet: Fleet, run_id: str) -> RunStatus:
     await check(store, fleet)
     return find_run(store.runs(), run_id).status
@@ -260,16 +274,14 @@ async def test_secret_never_reaches_the_workers_disk(
     remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, fleet, server = remote
-    secret = "s3cret-" + os.urandom(6).hex()
-    monkeypatch.setenv("RUNYARD_REMOTE_SECRET", secret)
-    digest = hashlib.sha256(secret.encode()).hexdigest()
+    secret = secret_in_env(monkeypatch)
     run = add_run(
         store,
         RunSpec(
             name="uses-secret",
             worker="gpu1",
             env={"TOKEN": "${secret:RUNYARD_REMOTE_SECRET}"},
-            command=f'test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = {digest} && echo matched',
+            command=token_matches(secret),
         ),
     )
     await dispatch(store, fleet)

@@ -9,7 +9,6 @@ Every test talks to a private tmux server (TMUX_TMPDIR) that is killed at the en
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shlex
 import shutil
@@ -32,7 +31,7 @@ from test_local_runs import (
     wait_finished_core,
     wait_for,
 )
-from test_remote_runs import _is, fleet_on, wait_until
+from test_remote_runs import _is, fleet_on, secret_in_env, token_matches, wait_until
 
 from fakes.ssh_server import LoopbackSSHServer
 from runyard.core.attach import attach_script, tmux_session_name
@@ -188,12 +187,8 @@ def test_a_secret_reaches_a_tmux_run_and_no_file(
     (home / ".env").write_text(f'RUNYARD_TMUX_SECRET="{secret}"\n')
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("RUNYARD_TMUX_SECRET", raising=False)
-    digest = hashlib.sha256(secret.encode()).hexdigest()
     gate = store.workspace.root / "gate"
-    command = (
-        f'test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = {digest} && echo matched; '
-        f"while [ ! -e {gate} ]; do sleep 0.05; done"
-    )
+    command = f"{token_matches(secret)}; while [ ! -e {gate} ]; do sleep 0.05; done"
     env = {"TOKEN": "${secret:RUNYARD_TMUX_SECRET}", "PLAIN": "visible"}
     run = add_run(store, RunSpec(command=command, name="secretive", env=env))
     dispatch_core(store)
@@ -343,14 +338,9 @@ async def test_an_ssh_worker_on_the_vast_profile_runs_in_tmux(
     vast_like: tuple[WorkspaceStore, Fleet, LoopbackSSHServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, fleet, server = vast_like
-    secret = "s3cret-" + os.urandom(6).hex()
-    monkeypatch.setenv("RUNYARD_REMOTE_SECRET", secret)
-    digest = hashlib.sha256(secret.encode()).hexdigest()
+    secret = secret_in_env(monkeypatch)
     gate = server.home / "gate"
-    command = (
-        f'test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = {digest} && echo matched; '
-        f"while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"
-    )
+    command = f"{token_matches(secret)}; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"
     run = add_run(
         store,
         RunSpec(

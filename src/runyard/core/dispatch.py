@@ -210,15 +210,13 @@ async def dispatch(
             if outcome.ok and outcome.pid is not None:
                 run.pid = outcome.pid
                 run.started_at = utc_now()
-                if outcome.warning is None:
-                    set_status(store, run, RunStatus.RUNNING, pid=outcome.pid)
-                else:
+                noted: dict[str, str] = {}
+                if outcome.warning is not None:
                     # The CLI prints store warnings and the console shows them: the operator
                     # learns why there is no tmux session to attach to.
                     store.warnings.append(f"{run.name} on {outcome.worker}: {outcome.warning}")
-                    set_status(
-                        store, run, RunStatus.RUNNING, pid=outcome.pid, warning=outcome.warning
-                    )
+                    noted["warning"] = outcome.warning
+                set_status(store, run, RunStatus.RUNNING, pid=outcome.pid, **noted)
             elif not outcome.ok:
                 # Never launched: back to pending; the next dispatch is a fresh attempt
                 # (a new run directory, so a half-made one can never block it).

@@ -290,29 +290,30 @@ _ry_smi() {  # nvidia-smi "$@" under the time limit: output in _ry_out, status i
             exec "${_ry_limit[@]}" nvidia-smi "$@" 2>&1)
   _ry_rc=$?
 }
-# Stuck, not merely in flight for a probe running beside this one: it has run for longer
-# than the time limit allows (its start in /proc/PID/stat is in 1/100 s since boot).
-_ry_stuck=
-if [ -r "$_ry_smi_pid_file" ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )); then
-  IFS=' ' read -r _ry_pid _ < "$_ry_smi_pid_file"
-  if [[ $_ry_pid =~ ^[0-9]+$ ]] && [ -r "/proc/$_ry_pid/cmdline" ]; then
-    mapfile -d '' -t _ry_argv < "/proc/$_ry_pid/cmdline"
-    IFS= read -r _ry_stat < "/proc/$_ry_pid/stat"
-    IFS=' ' read -r _ry_up _ < /proc/uptime
-    set -f
-    _ry_f=(${_ry_stat##*) })  # the fields after the command name, from field 3
-    set +f
-    if [[ " ${_ry_argv[*]} " == *nvidia-smi* ]] && [[ ${_ry_f[19]:-} =~ ^[0-9]+$ ]] &&
-      (( ${_ry_up%.*} - ${_ry_f[19]} / 100 > __TIMEOUT__ + 5 )); then
-      _ry_stuck=$_ry_pid
-    fi
-  fi
-fi
-if [ -n "$_ry_stuck" ] && command -v nvidia-smi >/dev/null 2>&1; then
+# `_ry_smi_stuck`: true, with the pid in _ry_stuck, when the last call recorded is stuck,
+# not merely in flight for a probe running beside this one: it has run for longer than
+# the time limit allows (its start in /proc/PID/stat is in 1/100 s since boot).
+_ry_smi_stuck() {
+  [ -r "$_ry_smi_pid_file" ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )) || return 1
+  IFS=' ' read -r _ry_stuck _ < "$_ry_smi_pid_file"
+  [[ $_ry_stuck =~ ^[0-9]+$ ]] && [ -r "/proc/$_ry_stuck/cmdline" ] || return 1
+  mapfile -d '' -t _ry_argv < "/proc/$_ry_stuck/cmdline"
+  IFS= read -r _ry_stat < "/proc/$_ry_stuck/stat"
+  IFS=' ' read -r _ry_uptime _ < /proc/uptime
+  set -f
+  _ry_f=(${_ry_stat##*) })  # the fields after the command name, from field 3
+  set +f
+  [[ " ${_ry_argv[*]} " == *nvidia-smi* ]] && [[ ${_ry_f[19]:-} =~ ^[0-9]+$ ]] &&
+    (( ${_ry_uptime%.*} - ${_ry_f[19]} / 100 > __TIMEOUT__ + 5 ))
+}
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  _ry_mark section gpus "$_ry_fields"
+  _ry_mark missing nvidia-smi
+elif _ry_smi_stuck; then
   _ry_mark section gpus "$_ry_fields"
   _ry_put "nvidia-smi started by an earlier probe has not returned (pid $_ry_stuck): the GPU driver may be wedged (see dmesg)"
   _ry_mark rc 125
-elif command -v nvidia-smi >/dev/null 2>&1; then
+else
   _ry_smi --query-gpu="$_ry_fields" --format=csv,noheader,nounits
   if [ "$_ry_rc" -ne 0 ] && [[ $_ry_out == *"not a valid field"* ]]; then
     _ry_fields=__GPU_CORE_FIELDS__
@@ -359,9 +360,6 @@ elif command -v nvidia-smi >/dev/null 2>&1; then
       _ry_mark rc "$_ry_rc"
     fi
   fi
-else
-  _ry_mark section gpus "$_ry_fields"
-  _ry_mark missing nvidia-smi
 fi
 """
 

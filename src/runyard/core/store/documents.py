@@ -81,9 +81,9 @@ def parse_yaml_file(path: Path, parse: Callable[[Any, list[str]], T], warnings: 
     something to report: the error or warning then names its line, as it always did.
     """
     text = read_text(path)
+    if _SURROGATE_ESCAPE.search(text):  # perhaps half a surrogate pair: load_yaml checks
+        return parse(load_yaml(path), warnings)
     quiet: list[str] = []
-    if _SURROGATE_ESCAPE.search(text):
-        quiet.append("half a surrogate pair, perhaps")  # only load_yaml looks for them
     try:
         result = parse(_fast_yaml().load(text), quiet)
     except Exception:  # the C loader's or `parse`'s complaint; the slow path words it
