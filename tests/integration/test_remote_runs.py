@@ -66,6 +66,10 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], deadline_s: float
     raise AssertionError("condition not met before the deadline")
 
 
+# A run's env that hands it the secret `secret_in_env` set, as $TOKEN.
+TOKEN_FROM_SECRET = {"TOKEN": "${secret:RUNYARD_REMOTE_SECRET}"}
+
+
 def secret_in_env(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh secret in RUNYARD_REMOTE_SECRET, for `${secret:RUNYARD_REMOTE_SECRET}`."""
     secret = "s3cret-" + os.urandom(6).hex()
@@ -275,15 +279,8 @@ async def test_secret_never_reaches_the_workers_disk(
 ) -> None:
     store, fleet, server = remote
     secret = secret_in_env(monkeypatch)
-    run = add_run(
-        store,
-        RunSpec(
-            name="uses-secret",
-            worker="gpu1",
-            env={"TOKEN": "${secret:RUNYARD_REMOTE_SECRET}"},
-            command=token_matches(secret),
-        ),
-    )
+    spec = RunSpec(token_matches(secret), name="uses-secret", worker="gpu1", env=TOKEN_FROM_SECRET)
+    run = add_run(store, spec)
     await dispatch(store, fleet)
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
     assert b"matched" in await read_log(store, fleet, run.id, None)

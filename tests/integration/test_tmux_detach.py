@@ -31,7 +31,14 @@ from test_local_runs import (
     wait_finished_core,
     wait_for,
 )
-from test_remote_runs import _is, fleet_on, secret_in_env, token_matches, wait_until
+from test_remote_runs import (
+    TOKEN_FROM_SECRET,
+    _is,
+    fleet_on,
+    secret_in_env,
+    token_matches,
+    wait_until,
+)
 
 from fakes.ssh_server import LoopbackSSHServer
 from runyard.core.attach import attach_script, tmux_session_name
@@ -341,15 +348,7 @@ async def test_an_ssh_worker_on_the_vast_profile_runs_in_tmux(
     secret = secret_in_env(monkeypatch)
     gate = server.home / "gate"
     command = f"{token_matches(secret)}; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"
-    run = add_run(
-        store,
-        RunSpec(
-            name="remote-tmux",
-            worker="gpu1",
-            env={"TOKEN": "${secret:RUNYARD_REMOTE_SECRET}"},
-            command=command,
-        ),
-    )
+    run = add_run(store, RunSpec(command, name="remote-tmux", worker="gpu1", env=TOKEN_FROM_SECRET))
     [outcome] = await dispatch(store, fleet)
     assert outcome.ok and outcome.warning is None
     session = f"runyard-{run.id}-1"
