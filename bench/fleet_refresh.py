@@ -13,6 +13,12 @@ persistent shells keep:
 * sequential: `ssh -p PORT user@127.0.0.1 <probe>` for each worker, one after another;
 * parallel: the same ssh commands, 16 in flight.
 
+Two floors put the cold figure in context: a bare asyncssh client in a fresh process that
+only connects to every worker and runs `true` (the least any client must do; on loopback
+the N sshd handshakes run on this machine's CPUs too), and the sequential loop again with
+the key exchange asyncssh negotiates (curve25519), since OpenSSH 9.2's client prefers
+sntrup761x25519 and spends ~110 ms of CPU per connection on it.
+
 Baselines are the ssh loops of the same run (ratios only; absolute times are noise).
 Goals (issue, for N=100): warm >= 50x faster than sequential and >= 10x faster than the
 16-way loop, client CPU <= 1 ms per worker per refresh, cold `worker status` < 2 s.
@@ -92,6 +98,10 @@ GOAL_SEQUENTIAL_RATIO = 50.0
 GOAL_PARALLEL_RATIO = 10.0
 GOAL_CPU_MS_PER_WORKER = 1.0
 GOAL_COLD_S = 2.0
+
+# What asyncssh negotiates with OpenSSH 9.2; OpenSSH's own client prefers the post-quantum
+# sntrup761x25519-sha512 there, which costs it ~110 ms of CPU per connection (measured here).
+RUNYARD_KEX = "curve25519-sha256"
 
 
 # ---------------------------------------------------------------- the workers' account
@@ -474,6 +484,11 @@ def check_probe(output: bytes, where: str) -> None:
         )
 
 
+def with_kex(argv: list[str], kex: str) -> list[str]:
+    """`argv` (an `ssh_argv`) with its key exchange pinned to `kex`."""
+    return [argv[0], "-o", f"KexAlgorithms={kex}", *argv[1:]]
+
+
 def ssh_loop(argvs: Sequence[list[str]], env: dict[str, str], parallel: int) -> float:
     """Wall time of running every ssh command, `parallel` at a time; checks each output."""
 
@@ -550,6 +565,40 @@ def cold_status(store: WorkspaceStore, env: dict[str, str], count: int, repeat: 
             raise SystemExit(
                 f"worker status: {len(good)}/{count} complete; {SATURATED_HINT}: {bad}"
             )
+    return best
+
+
+# The least any SSH client must do for a cold status: a fresh Python that imports asyncssh,
+# connects to every worker (asyncssh's default algorithms) and runs `true` once on each.
+BARE_CLIENT = """
+import asyncio, sys, asyncssh
+user, key, known_hosts, *ports = sys.argv[1:]
+async def one(port):
+    async with asyncssh.connect("127.0.0.1", int(port), username=user, client_keys=[key],
+                                known_hosts=known_hosts, agent_path=None, config=[]) as conn:
+        return (await conn.run("true")).exit_status
+async def main():
+    codes = await asyncio.gather(*(one(port) for port in ports))
+    sys.exit(1 if any(codes) else 0)
+asyncio.run(main())
+"""
+
+
+def bare_client_floor(
+    world: World, store: WorkspaceStore, env: dict[str, str], repeat: int
+) -> float:
+    """Best wall time of `BARE_CLIENT` over all N workers: a floor under any cold status
+    here, since on loopback the N sshd handshakes share this machine's CPUs with it."""
+    known_hosts = str(runyard_known_hosts_path(store.workspace.root))
+    argv = [sys.executable, "-c", BARE_CLIENT, world.account.name, str(world.client_key)]
+    argv += [known_hosts, *map(str, world.sshd.ports)]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, env=env, check=False)
+        best = min(best, time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise SystemExit(f"bare asyncssh client failed: {proc.stderr.decode()[-2000:]}")
     return best
 
 
@@ -687,10 +736,12 @@ def bench_size(world: World, count: int, args: argparse.Namespace) -> dict[str, 
     )
     cold_run = cold_status(store, env, count, args.cold_repeat)
     cold = cold_run.wall_s
+    bare = bare_client_floor(world, store, env, args.cold_repeat)
     warm = asyncio.run(warm_refresh(store, workers, args.refreshes, args.profile))
     warm_s = median(warm.refresh_s)
     argvs = [world.ssh_argv(store, w) for w in workers]
     sequential = ssh_loop(argvs, env, 1)
+    same_kex = ssh_loop([with_kex(argv, RUNYARD_KEX) for argv in argvs], env, 1)
     parallel = ssh_loop(argvs, env, PARALLEL)
     floor = local_floor(world, workers)
     cpu_ms = warm.cpu_s / (len(warm.refresh_s) * count) * 1000
@@ -717,6 +768,12 @@ def bench_size(world: World, count: int, args: argparse.Namespace) -> dict[str, 
             "",
             f"of {cold_run.box_total_s * 1000:.0f} ms its CPUs had",
         )
+    row(
+        "  ... floor: bare asyncssh, `true` on all N",
+        f"{bare * 1000:.0f} ms",
+        "",
+        f"(cold is {cold / bare:.2f}x this)",
+    )
     row("connect all N, in process (once)", f"{warm.connect_s * 1000:.0f} ms")
     row(
         f"warm refresh, in process (median of {len(warm.refresh_s)})",
@@ -735,6 +792,12 @@ def bench_size(world: World, count: int, args: argparse.Namespace) -> dict[str, 
         f"{sequential * 1000:.0f} ms",
         f"{seq_ratio:.1f}x",
         f">= {GOAL_SEQUENTIAL_RATIO:g}x  {verdict(outcomes['sequential'])}",
+    )
+    row(
+        f"  ... the same loop with {RUNYARD_KEX}",
+        f"{same_kex * 1000:.0f} ms",
+        f"{same_kex / warm_s:.1f}x",
+        "(runyard's key exchange here; ssh's default costs more)",
     )
     row(
         f"{PARALLEL}-way parallel ssh loop",
