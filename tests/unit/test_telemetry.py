@@ -271,6 +271,23 @@ MemTotal: 33554432 kB
     assert (snapshot.nvidia_smi, snapshot.gpus, snapshot.disk) == ("missing", [], None)
 
 
+@pytest.mark.parametrize(
+    ("section", "cpus"),
+    [
+        ("allowed 0-63\nonline 0-7,9", 9),  # a mask naming offline CPUs: 8 and 10+ are off
+        ("allowed 0-3,8,10-11\nonline 0-15", 7),
+        ("allowed 2", 1),  # no /sys: the mask alone
+        ("allowed 0-3\nonline", 4),
+        ("allowed 0-\nonline 0-7", None),
+    ],
+)
+def test_parse_probe_output_counts_the_allowed_cpus_that_are_online(
+    section: str, cpus: int | None
+) -> None:
+    output = f"@@runyard:probe 1\n@@runyard:section nproc\n{section}\n@@runyard:end\n"
+    assert parse_probe_output(output.encode(), 1.0).cpu_count == cpus
+
+
 def test_parse_probe_output_survives_empty_and_garbage_input() -> None:
     for data in (b"", b"Welcome to Ubuntu\n\x00\xff@@runyard:rc x\n@@runyard:section"):
         snapshot = parse_probe_output(data, 5.0)

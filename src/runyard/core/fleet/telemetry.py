@@ -241,7 +241,8 @@ else
 fi
 _ry_mark section nproc
 # The CPUs this shell's affinity allows (what `nproc` counts, short of cgroup quotas and
-# OMP_NUM_THREADS), without starting a process.
+# OMP_NUM_THREADS), without starting a process: `allowed LIST`, and `online LIST` since the
+# mask may name CPUs that are offline; the parser counts the CPUs in both.
 # /proc files are read whole by mapfile (`read` would make the kernel render them per
 # line) and searched by one regex match, not a loop over their lines.
 _ry_cpus=
@@ -251,16 +252,8 @@ if [ -r /proc/self/status ]; then
   [[ ${_ry_lines[*]} =~ $_ry_re ]] && _ry_cpus=${BASH_REMATCH[1]}
 fi
 if [ -n "$_ry_cpus" ]; then
-  _ry_count=0
-  # Split on commas by word splitting (only digits, commas and hyphens passed the test
-  # above): a here-string would need a temp file on bash < 5.1, and /tmp may be full.
-  for _ry_range in ${_ry_cpus//,/ }; do
-    case $_ry_range in
-      *-*) _ry_count=$(( _ry_count + 10#${_ry_range#*-} - 10#${_ry_range%-*} + 1 )) ;;
-      *) _ry_count=$(( _ry_count + 1 )) ;;
-    esac
-  done
-  _ry_put "$_ry_count"
+  _ry_put "allowed $_ry_cpus"
+  IFS= read -r _ry_line 2>/dev/null </sys/devices/system/cpu/online && _ry_put "online $_ry_line"
 else
   _ry_put "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null)"
 fi
@@ -518,6 +511,33 @@ def _cell_measurement(cell: str) -> Measurement:
     except ValueError:
         return parse_measurement(cell.strip())
     return value if math.isfinite(value) else None
+
+
+def parse_cpu_list(text: str) -> set[int] | None:
+    """The CPUs a kernel list such as `0-3,8,10-11` names; None when it is not one."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, hyphen, last = part.partition("-")
+        if not first.isdigit() or (hyphen and not last.isdigit()):
+            return None
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _cpu_count(lines: Sequence[str]) -> int | None:
+    """The probe's CPU count: the allowed CPUs that are online, or a bare `nproc` number."""
+    entries = [line.strip() for line in lines if line.strip()]
+    lists: dict[str, str] = {}
+    for entry in entries:
+        key, _, value = entry.partition(" ")
+        lists[key] = value
+    if "allowed" not in lists:
+        return _parse_int(entries[0]) if entries else None
+    allowed = parse_cpu_list(lists["allowed"])
+    if allowed is None:
+        return None
+    online = parse_cpu_list(lists.get("online", "")) or allowed
+    return len(allowed & online) or len(allowed)
 
 
 def _parse_int(text: str) -> int | None:
@@ -918,7 +938,7 @@ def parse_probe_output(
         load1=load1,
         load5=load5,
         load15=load15,
-        cpu_count=_parse_int(first_line("nproc") or ""),
+        cpu_count=_cpu_count(lines("nproc")),
         mem_total_bytes=mem_total,
         mem_available_bytes=mem_available,
         nvidia_smi=nvidia_smi,
