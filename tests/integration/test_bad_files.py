@@ -121,13 +121,21 @@ SETTINGS_CASES = [
          3, "refresh.fleet_seconds", "must be a number"),
     Case("settings-section-not-a-mapping", "settings", SETTINGS_TEXT.replace("runs:\n  retry_lost: 0\n", "runs: 3\n"),
          5, "runs", "must be a mapping"),
+    # In range as well as of the right type: a zero period or time limit, a negative count.
+    Case("settings-zero-period", "settings", SETTINGS_TEXT.replace("fleet_seconds: 5", "fleet_seconds: 0"),
+         3, "refresh.fleet_seconds", "must be above 0, not 0"),
+    Case("settings-negative-count", "settings", SETTINGS_TEXT.replace("retry_lost: 0", "retry_lost: -1"),
+         6, "runs.retry_lost", "must be at least 0, not -1"),
+    Case("settings-percent-over-100", "settings", SETTINGS_TEXT + "alerts:\n  disk_used_pct: 150\n",
+         8, "alerts.disk_used_pct", "must be at most 100, not 150"),
 ]  # fmt: skip
 
 # The verbs that read each file; each must refuse the bad file the same way.
 VERBS = {
     "queue": [("run", "list"), ("run", "list", "--json"), ("run", "add", "-c", "true"), ("dispatch",)],
     "workers": [("worker", "list"), ("worker", "list", "--json"), ("dispatch",),
-                ("run", "add", "-c", "true", "--worker", "local")],
+                ("run", "add", "-c", "true", "--worker", "local"),
+                ("worker", "remove", "gpu-box"), ("worker", "add", "other", "--local")],
     "settings": [("dispatch",), ("check",), ("worker", "add", "box", "--local")],
 }  # fmt: skip
 

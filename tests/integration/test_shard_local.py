@@ -71,6 +71,7 @@ async def test_shard_search_on_two_local_workers_merges_in_shard_order(
         for run_id in ids[:2]:
             assert (await pull_run(store, fleet, run_id)).verified
         out = tmp_path / "merged" / "search_merged.json"
+        out.parent.mkdir()
         with pytest.raises(InputError, match=f"shard 2 {ids[2]} done, not pulled"):
             merge_shards(store, "search", PATTERN, out)
         assert not out.exists()

@@ -258,7 +258,7 @@ def test_arrays_concatenate_in_shard_order_with_provenance(
     cpu_store: WorkspaceStore, tmp_path: Path
 ) -> None:
     ids = pulled_group(cpu_store, [[0, "a"], [], [{"k": 2}]])
-    out = tmp_path / "merged" / "all.json"
+    out = tmp_path / "all.json"
     outcome = merge_shards(cpu_store, "search", "outputs/*.shard*.json", out)
     assert json.loads(out.read_text()) == [0, "a", {"k": 2}]
     assert (outcome.kind, outcome.items, outcome.skipped) == ("array", 3, [])
@@ -349,6 +349,15 @@ def test_merge_input_errors(
     pulled_group(cpu_store, contents)
     with pytest.raises(InputError, match=message):
         merge_shards(cpu_store, "search", pattern, tmp_path / "m.json")
+
+
+def test_merge_refuses_an_out_path_whose_directory_does_not_exist(
+    cpu_store: WorkspaceStore, tmp_path: Path
+) -> None:
+    pulled_group(cpu_store, [[1], [2]])
+    with pytest.raises(InputError, match="no directory"):
+        merge_shards(cpu_store, "search", "outputs/*.json", tmp_path / "typo" / "m.json")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_merge_never_writes_into_results(cpu_store: WorkspaceStore) -> None:

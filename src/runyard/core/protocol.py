@@ -337,7 +337,18 @@ _PROBE_FUNCTION = r"""probe() {
     set -- $(stat -c '%s %Y' "$d/log" 2>/dev/null || stat -f '%z %m' "$d/log" 2>/dev/null)
     [ -n "${2:-}" ] && printf 'log_size=%s\nlog_age=%s\n' "$1" "$((now - $2))"
   fi
-  text=$(tail -c "$n" "$d/log" 2>/dev/null)  # bash drops NUL bytes, which logs rarely hold
+  # One byte more than the window, and a sentinel so $(...) keeps trailing newlines: when
+  # the log is longer than the window, its cut first line (which would read as a bogus
+  # metric, `ss=0.28` of `val_loss=0.28`) is dropped unless that extra byte ends a line.
+  text=$(tail -c "$((n + 1))" "$d/log" 2>/dev/null; echo .)  # bash drops NULs; logs rarely hold them
+  text=${text%.}
+  if [ "${#text}" -gt "$n" ]; then
+    if [ "${text:0:1}" = $'\n' ]; then text=${text:1}
+    elif [[ $text == *$'\n'* ]]; then text=${text#*$'\n'}
+    else text=${text:1}
+    fi
+  fi
+  while [[ $text == *$'\n' ]]; do text=${text%$'\n'}; done
   printf 'tail=%s\n%s\n' "${#text}" "$text"
 }
 """

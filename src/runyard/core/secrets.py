@@ -11,30 +11,48 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from runyard.core.errors import InputError
+from runyard.core.errors import FileFormatError, InputError
 
 SECRET_REF = re.compile(r"^\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a dotenv file; `export ` prefixes and simple quotes allowed."""
-    values: dict[str, str] = {}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read_dotenv(path: Path, missing_ok: bool = True) -> dict[str, str]:
+    """KEY=VALUE lines of a dotenv file; `export ` prefixes and simple quotes allowed.
+
+    A line that is not KEY=VALUE with a shell variable name, or a file that is not UTF-8
+    text, is the operator's input error naming file and line: skipping it would quietly
+    drop a credential (and `worker setup` would write the rest over the worker's file).
+    """
     try:
-        lines = path.read_text("utf-8").splitlines()
-    except (FileNotFoundError, PermissionError, UnicodeDecodeError):
-        return values
-    for line in lines:
-        line = line.strip()
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise FileFormatError(path, "no such file") from None
+    except IsADirectoryError:
+        raise FileFormatError(path, "is a directory, not a KEY=VALUE file") from None
+    except PermissionError:
+        raise FileFormatError(path, "cannot be read (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(path, f"is not UTF-8 text ({exc.reason})") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        line = line.removeprefix("export ")
-        key, sep, value = line.partition("=")
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
         if not sep:
-            continue
+            raise FileFormatError(path, "expected KEY=VALUE", line=number)
+        if not _ENV_NAME.fullmatch(key):
+            raise FileFormatError(path, f"{key!r} is not a valid variable name", line=number)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        values[key.strip()] = value
+        values[key] = value
     return values
 
 

@@ -16,16 +16,25 @@ from typing import Any, TypeVar
 from runyard.core.models import FieldError
 
 
+def _ranged(default: float, low: float, *, above: bool = False, high: float | None = None) -> Any:
+    """A number setting with its allowed range: `low` <= value (< when `above`) <= `high`.
+
+    A zero time limit would make every worker "unreachable", a 150% disk threshold would
+    never fire: such values are refused by field and line like a wrong type.
+    """
+    return field(default=default, metadata={"low": low, "above": above, "high": high})
+
+
 @dataclass
 class RefreshSettings:
-    fleet_seconds: float = 5.0
-    runs_seconds: float = 5.0
+    fleet_seconds: float = _ranged(5.0, 0, above=True)
+    runs_seconds: float = _ranged(5.0, 0, above=True)
 
 
 @dataclass
 class SSHDefaults:
-    connect_timeout: float = 10.0
-    command_timeout: float = 30.0
+    connect_timeout: float = _ranged(10.0, 0, above=True)
+    command_timeout: float = _ranged(30.0, 0, above=True)
     # `strict` refuses unknown host keys until `runyard worker trust`; `accept-new` records
     # them on first connect (rented boxes); a changed key is refused under both.
     trust: str = "strict"
@@ -35,17 +44,17 @@ class SSHDefaults:
 
 @dataclass
 class AlertSettings:
-    disk_used_pct: float = 90.0
-    inodes_used_pct: float = 90.0
-    gpu_idle_minutes: float = 10.0
-    stale_log_minutes: float = 30.0
+    disk_used_pct: float = _ranged(90.0, 0, above=True, high=100)
+    inodes_used_pct: float = _ranged(90.0, 0, above=True, high=100)
+    gpu_idle_minutes: float = _ranged(10.0, 0, above=True)
+    stale_log_minutes: float = _ranged(30.0, 0, above=True)
 
 
 @dataclass
 class RunSettings:
-    retry_lost: int = 0
-    cancel_grace_seconds: float = 5.0
-    metrics_tail_bytes: int = 262144
+    retry_lost: int = _ranged(0, 0)
+    cancel_grace_seconds: float = _ranged(5.0, 0)
+    metrics_tail_bytes: int = _ranged(262144, 1)
 
 
 @dataclass
@@ -69,7 +78,7 @@ def parse_section(cls: type[T], data: Any, path: tuple[str | int, ...], warnings
     if not isinstance(data, Mapping):
         raise FieldError(path, "must be a mapping")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
@@ -77,7 +86,20 @@ def parse_section(cls: type[T], data: Any, path: tuple[str | int, ...], warnings
             warnings.append(f"unknown setting '{dotted}' ignored")
             continue
         values[key] = _coerce(hints[key], value, (*path, key), warnings)
+        _check_range(known[key].metadata, values[key], (*path, key))
     return cls(**values)
+
+
+def _check_range(limits: Mapping[str, Any], value: Any, path: tuple[str | int, ...]) -> None:
+    if "low" not in limits or not isinstance(value, (int, float)):
+        return
+    low, high = limits["low"], limits["high"]
+    if value < low or (limits["above"] and value == low):
+        raise FieldError(
+            path, f"must be {'above' if limits['above'] else 'at least'} {low:g}, not {value:g}"
+        )
+    if high is not None and value > high:
+        raise FieldError(path, f"must be at most {high:g}, not {value:g}")
 
 
 def _coerce(hint: Any, value: Any, path: tuple[str | int, ...], warnings: list[str]) -> Any:

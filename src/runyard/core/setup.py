@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runyard.core.errors import InputError, RunyardError
+from runyard.core.errors import RunyardError
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import Worker
 from runyard.core.protocol import sh_path
@@ -19,6 +19,7 @@ from runyard.core.secrets import read_dotenv
 
 TOOLS = ("bash", "python3", "git", "tmux", "rsync", "setsid", "nvidia-smi", "uv")
 REQUIRED_TOOLS = frozenset({"bash"})
+_DASH_V_TOOLS = frozenset({"setsid", "tmux"})  # they know `-V`, not `--version`
 CREDENTIALS_PATH = "~/.config/runyard/credentials.env"
 
 
@@ -45,7 +46,7 @@ def build_setup_script(workspace: str, make_venv: bool, with_credentials: bool) 
     ]
     for tool in TOOLS:
         q = shlex.quote(tool)
-        version = "--version" if tool not in ("setsid", "nvidia-smi") else "-V"
+        version = "-V" if tool in _DASH_V_TOOLS else "--version"
         if tool == "nvidia-smi":
             probe = "nvidia-smi -L 2>/dev/null | wc -l | tr -d ' ' | sed 's/$/ GPUs/'"
         else:
@@ -77,9 +78,7 @@ def build_setup_script(workspace: str, make_venv: bool, with_credentials: bool) 
 def credentials_payload(env_file: Path | None) -> tuple[bytes, list[str]]:
     if env_file is None:
         return b"", []
-    if not env_file.expanduser().is_file():
-        raise InputError(f"--env-file {env_file}: no such file")
-    values = read_dotenv(env_file.expanduser())
+    values = read_dotenv(env_file.expanduser(), missing_ok=False)
     text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
     return text.encode(), sorted(values)
 

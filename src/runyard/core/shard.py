@@ -599,6 +599,8 @@ def merge_shards(
     out_path = out_path.expanduser().resolve()
     if out_path.is_relative_to(store.workspace.results_dir.resolve()):
         raise InputError(f"--out {out_path}: results/ holds verified pulls; write elsewhere")
+    if not out_path.parent.is_dir():  # a mistyped path must not grow a new directory tree
+        raise InputError(f"--out {out_path}: no directory {out_path.parent}")
     shards = roster(store, group)
     skipped = shards.problems()
     if skipped and not allow_partial:
@@ -623,7 +625,6 @@ def merge_shards(
     outcome.items = len(merged)
     outcome.sources = [i.source for i in inputs]
     text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_path, text)
     provenance = {
         "count": shards.count,

@@ -17,6 +17,8 @@ def add_worker(store: WorkspaceStore, worker: Worker) -> None:
         )
     if worker.slots < 1:
         raise InputError("--slots must be at least 1")
+    if worker.resources.gpu < 0:
+        raise InputError(f"--gpus {worker.resources.gpu}: must be at least 0")
     if worker.ssh is not None and worker.ssh.port is not None and not 0 < worker.ssh.port < 65536:
         raise InputError(f"--port {worker.ssh.port} is not a TCP port")
 

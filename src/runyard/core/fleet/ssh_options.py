@@ -579,6 +579,11 @@ async def trust_host(
     set, which first drops the host's lines from runyard's own file (never from the
     operator's ~/.ssh/known_hosts).
     """
+    if worker.ssh is None:
+        raise InputError(
+            f"worker {worker.worker_id} is a {worker.kind} worker: only ssh workers have a "
+            "host key to trust"
+        )
     target = await asyncio.to_thread(build_target, worker, settings)
     key = await target.fetch_host_key()
     host, port = target.resolved_host, target.port

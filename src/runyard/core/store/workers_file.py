@@ -66,14 +66,16 @@ def load_workers(path: Path, warnings: list[str]) -> list[Worker]:
 def edit_workers(path: Path, edit: Callable[[Any], None]) -> None:
     """Load the round-trip tree, apply `edit` to the worker list, validate, save atomically.
 
-    The caller holds the workspace lock. Validation runs on the edited tree before anything
-    is written, so a bad edit never reaches the disk.
+    The caller holds the workspace lock. The file is validated as it is first (a malformed
+    file is reported by its own lines and left for the human to fix, never rewritten), then
+    the edited tree, before anything is written, so a bad edit never reaches the disk.
     """
     from ruamel.yaml.comments import CommentedSeq
 
     doc = load_yaml(path) if path.exists() else None
     if doc is None:
         doc = CommentedSeq()
+    parse_workers(path, doc, [])
     entries = _worker_list(path, doc)
     edit(entries)
     parse_workers(path, doc, [])

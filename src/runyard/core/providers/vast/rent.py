@@ -41,6 +41,7 @@ from runyard.core.providers.vast.registry import (
 )
 from runyard.core.providers.vast.settings import VastSettings
 from runyard.core.runs import RunSpec
+from runyard.core.secrets import read_dotenv
 from runyard.core.store.workspace_store import WorkspaceStore
 from runyard.core.workers import add_worker
 
@@ -173,8 +174,8 @@ async def plan_rent(
             raise InputError(f"a worker named {request.name!r} already exists")
         if not WORKER_NAME_PATTERN.match(request.name):
             raise InputError(f"{request.name!r} is not a valid worker name")
-    if steps.env_file is not None and not steps.env_file.expanduser().is_file():
-        raise InputError(f"--env-file {steps.env_file}: no such file")
+    if steps.env_file is not None:  # its lines are checked before any money is spent
+        read_dotenv(steps.env_file.expanduser(), missing_ok=False)
     disk_gb = request.disk_gb if request.disk_gb is not None else settings.disk_gb
     offer = await find_offer(compute, request.offer_id, request.interruptible, disk_gb)
     banned = banned_machines(blacklist_path(store, settings.blacklist_file))
