@@ -491,10 +491,14 @@ def test_bad_input_exits_2(cli: Any) -> None:
         ("run", "add", "--command", "true", "--worker", "ghost"),
         ("run", "list", "--status", "finished"),
         ("run", "show", "rnothere"),
+        ("worker", "trust", "local"),
+        ("worker", "add", "box2", "--host", "h", "--gpus", "-1"),
     ):
         proc = cli(*args, check=False)
         assert proc.returncode == 2, (args, proc)
         assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
+    proc = cli("worker", "add", "box2", "--host", "h", "--gpus", "-1", check=False)
+    assert proc.stderr == "runyard: --gpus -1: must be at least 0\n"  # the flag, not the file
 
 
 def test_priority_order_is_visible_through_dispatch(cli: Any, store: WorkspaceStore) -> None:
