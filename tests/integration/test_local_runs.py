@@ -492,6 +492,7 @@ def test_bad_input_exits_2(cli: Any) -> None:
         ("run", "list", "--status", "finished"),
         ("run", "show", "rnothere"),
         ("worker", "trust", "local"),
+        ("logs", "rnothere", "-n", "-5"),
         ("worker", "add", "box2", "--host", "h", "--gpus", "-1"),
     ):
         proc = cli(*args, check=False)

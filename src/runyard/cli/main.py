@@ -24,6 +24,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def line_count(text: str) -> int:
+    """`-n`: a whole number of lines, 0 or more (argparse words the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="runyard", description="One console over every training run on every kind of compute."
@@ -176,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="print (or follow) a run's log")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--lines", type=int, default=None)
+    p.add_argument("-n", "--lines", type=line_count, default=None)
     p.set_defaults(handler=verbs.logs)
 
     p = sub.add_parser("pull", help="fetch a run's outputs into results/<id>/ and verify them")
