@@ -266,6 +266,70 @@ def test_pull_with_a_failing_verify_command_is_not_verified(
     assert record is not None and record.verified is False
 
 
+def test_pull_of_a_declared_output_glob_that_matched_nothing_exits_1(
+    cli: Any, store: WorkspaceStore, tmp_path: Path
+) -> None:
+    """Each declared --outputs glob must match a file: relative ones in the run's workdir
+    (named in the problem), absolute ones anywhere; the pull is NOT VERIFIED otherwise."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "eval.json").write_text("{}\n")
+    run = add_run(
+        store,
+        RunSpec(
+            command="mkdir -p ckpt && echo w > ckpt/a.pt",
+            name="promised",
+            outputs=["ckpt/*.pt", f"{elsewhere}/*.json", "nomatch/*.bin", f"{elsewhere}/*.csv"],
+        ),
+    )
+    dispatch_core(store)
+    wait_finished_core(store, [run.id])
+    proc = cli("pull", run.id, check=False)
+    assert proc.returncode == 1, proc
+    assert "NOT VERIFIED" in proc.stdout
+    workdir = run_of(store, run.id).workdir or str(store.workspace.root)
+    expected = [
+        f"--outputs 'nomatch/*.bin' matched no file under {workdir} (the run's workdir) on local",
+        f"--outputs '{elsewhere}/*.csv' matched no file on local",
+    ]
+    for problem in expected:
+        assert f"  ! {problem}" in proc.stdout
+    as_json = json.loads(cli("pull", run.id, "--json", check=False).stdout)
+    assert as_json[0]["verified"] is False and as_json[0]["problems"] == expected
+    manifest = json.loads((store.workspace.result_dir(run.id) / "manifest.json").read_text())
+    assert manifest["verified"] is False and manifest["problems"] == expected
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"files/ckpt/a.pt", f"files{elsewhere}/eval.json"} <= paths
+
+
+def test_pull_names_a_missing_workdir_for_its_declared_globs(
+    store: WorkspaceStore, tmp_path: Path
+) -> None:
+    from runyard.core.pull import pull_run
+
+    workdir = tmp_path / "scratch"
+    workdir.mkdir()
+    run = add_run(
+        store,
+        RunSpec(
+            command="echo w > model.pt",
+            name="vanished",
+            workdir=str(workdir),
+            outputs=["*.pt"],
+        ),
+    )
+    dispatch_core(store)
+    wait_finished_core(store, [run.id])
+    (workdir / "model.pt").unlink()
+    workdir.rmdir()
+    outcome = asyncio.run(_with_fleet(store, lambda fleet: pull_run(store, fleet, run.id)))
+    assert outcome.verified is False
+    assert outcome.problems == [
+        f"--outputs '*.pt': the run's workdir {workdir} does not exist on local, "
+        "so nothing could match"
+    ]
+
+
 def test_pull_notices_a_file_changed_during_transfer(
     store: WorkspaceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_local_runs import run_processes, sleepers, wait_for
 
 from fakes.ssh_server import BlackholeServer, LoopbackSSHServer
 from runyard.core.check import check
@@ -168,6 +169,45 @@ async def test_dispatch_check_logs_pull_on_an_ssh_worker(
     assert {f["path"] for f in manifest["files"]} >= {"log", "outputs/model.bin"}
 
 
+async def test_pull_is_not_verified_when_a_declared_output_glob_matched_nothing(
+    remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
+) -> None:
+    """QA's case: `--outputs 'ckpt/*.pt' --outputs 'nomatch/*.bin'` is not a verified pull."""
+    store, fleet, server = remote
+    run = add_run(
+        store,
+        RunSpec(
+            name="half-promised",
+            worker="gpu1",
+            command="mkdir -p ckpt && echo weights > ckpt/a.pt",
+            outputs=["ckpt/*.pt", "nomatch/*.bin"],
+        ),
+    )
+    await dispatch(store, fleet)
+    await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
+
+    pulled = await pull_run(store, fleet, run.id)
+    workdir = server.home / "runyard"  # the run's workdir: the worker's workspace
+    assert pulled.verified is False
+    assert pulled.problems == [
+        f"--outputs 'nomatch/*.bin' matched no file under {workdir} (the run's workdir) on gpu1"
+    ]
+    result = store.workspace.result_dir(run.id)
+    assert (result / "files" / "ckpt" / "a.pt").read_text() == "weights\n"  # the match came
+    manifest = json.loads((result / "manifest.json").read_text())
+    assert manifest["verified"] is False and manifest["problems"] == pulled.problems
+    assert all(f["ok"] for f in manifest["files"])  # the transfer itself was intact
+    record = find_run(store.runs(), run.id).pull
+    assert record is not None and record.verified is False
+
+    # Once every declared glob matches a file, the same pull verifies.
+    (workdir / "nomatch").mkdir()
+    (workdir / "nomatch" / "late.bin").write_bytes(b"bin")
+    again = await pull_run(store, fleet, run.id)
+    assert again.verified, again.problems
+    assert (result / "files" / "nomatch" / "late.bin").read_bytes() == b"bin"
+
+
 async def _is(store: WorkspaceStore, fleet: Fleet, run_id: str, status: RunStatus) -> bool:
     return await run_status(store, fleet, run_id) == status
 
@@ -176,28 +216,16 @@ async def test_cancel_kills_the_remote_process_group(
     remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
 ) -> None:
     store, fleet, _ = remote
-    marker = f"runyard-cancel-{os.getpid()}-{time.monotonic_ns()}"
-    run = add_run(
-        store, RunSpec(name="sleeper", worker="gpu1", command=f"sleep 300 & sleep 301; : {marker}")
-    )
+    run = add_run(store, RunSpec(name="sleeper", worker="gpu1", command="sleep 300 & sleep 301"))
     await dispatch(store, fleet)
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.RUNNING))
+    run_dir = find_run(store.runs(), run.id).run_dir
+    assert run_dir is not None
+    await asyncio.to_thread(wait_for, lambda: sleepers(run.id, run_dir) == 2, what="2 sleeps")
     outcome = await cancel_run(store, fleet, run.id)
     assert outcome.signal in ("term", "kill")
     assert find_run(store.runs(), run.id).status == RunStatus.CANCELLED
-    assert processes_with(marker) == []
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids whose command line holds `marker`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    assert run_processes(run.id, run_dir) == {}
 
 
 async def test_staged_reboot_makes_the_run_lost(
@@ -337,8 +365,7 @@ async def test_full_flow_against_openssh_sshd(
             command='echo "Epoch 1/1 | acc=0.93"; head -c 100000 /dev/urandom > "$RUNYARD_OUTPUT_DIR/blob"',
         ),
     )
-    marker = f"runyard-sshd-{time.monotonic_ns()}"
-    long = add_run(store, RunSpec(name="sshd-long", worker="box", command=f"sleep 300; : {marker}"))
+    long = add_run(store, RunSpec(name="sshd-long", worker="box", command="sleep 300"))
     fleet = Fleet(workspace.root, store.settings())
     try:
         outcomes = await dispatch(store, fleet)
@@ -354,8 +381,10 @@ async def test_full_flow_against_openssh_sshd(
         blob = store.workspace.result_dir(good.id) / "outputs" / "blob"
         assert blob.stat().st_size == 100000
         assert (await run_status(store, fleet, long.id)) == RunStatus.RUNNING
+        long_dir = find_run(store.runs(), long.id).run_dir
+        assert long_dir is not None and sleepers(long.id, long_dir) == 1
         await cancel_run(store, fleet, long.id)
-        assert processes_with(marker) == []
+        assert run_processes(long.id, long_dir) == {}
     finally:
         await fleet.close()
 

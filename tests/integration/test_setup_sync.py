@@ -122,3 +122,84 @@ async def test_sync_pushes_code_and_skips_state_data_and_outputs(
         "results",
     ):
         assert not (remote / skipped).exists(), skipped
+
+
+async def test_sync_skips_secrets_data_checkpoints_and_venvs_but_not_code_packages(
+    box: tuple[WorkspaceStore, Fleet, Worker, LoopbackSSHServer],
+) -> None:
+    """QA's case: a top-level data/big.bin, .env and checkpoints/m.pt must stay here.
+
+    `data`, `results`, `wandb` are skipped at the top level only, so packages of code with
+    those names still go; generated names (outputs, checkpoints) and secrets at any depth.
+    """
+    store, fleet, worker, server = box
+    root = store.workspace.root
+    skipped = {
+        "data/big.bin": b"x" * 1000,
+        ".env": b"HF_TOKEN=s3cr3t-env\n",
+        ".env.local": b"WANDB_API_KEY=s3cr3t-env-local\n",
+        ".envrc": b"export A=s3cr3t-envrc\n",
+        ".netrc": b"machine api.wandb.ai password s3cr3t-netrc\n",
+        "kaggle.json": b'{"key": "s3cr3t-kaggle"}\n',
+        "deploy.pem": b"s3cr3t-pem\n",
+        "src/pkg/.env": b"NESTED=s3cr3t-nested\n",
+        "checkpoints/m.pt": b"weights",
+        "exp/ckpt/step1.pt": b"weights",
+        "exp/outputs/preds.csv": b"1\n",
+        "datasets/train.csv": b"a,b\n",
+        "wandb/run-1/files.txt": b"log\n",
+        "competitions/demo/submissions/s.csv": b"id\n",
+        "venv/pyvenv.cfg": b"home = /usr/bin\n",
+        "venv/lib/site.py": b"",
+        ".venv-dashboard/pyvenv.cfg": b"",
+    }
+    kept = {  # code, including packages named like the top-level folders that are skipped
+        "train.py": b"print('hi')\n",
+        "src/pkg/data/__init__.py": b"LOADER = 1\n",
+        "src/pkg/results/__init__.py": b"",
+        "src/pkg/wandb/__init__.py": b"",
+        "env/__init__.py": b"GYM = 1\n",  # an RL env package, not a virtualenv
+        "competitions/demo/train.py": b"# comp\n",
+    }
+    for relative, content in {**skipped, **kept}.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+    await push_workspace(fleet, worker, root)
+
+    remote = server.home / "proj"
+    pushed = {str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file()}
+    assert set(kept) <= pushed
+    assert set(skipped) & pushed == set()
+    for top in ("data", "checkpoints", "venv", ".venv-dashboard", "wandb", "datasets"):
+        assert not (remote / top).exists(), top
+    for path in remote.rglob("*"):
+        assert not path.is_file() or b"s3cr3t" not in path.read_bytes(), path
+
+
+async def test_sync_exclude_flags_add_to_the_defaults_and_rsync_filter_brings_data_back(
+    box: tuple[WorkspaceStore, Fleet, Worker, LoopbackSSHServer],
+) -> None:
+    store, fleet, worker, server = box
+    root = store.workspace.root
+    (root / "data").mkdir()
+    (root / "data" / "vocab.txt").write_text("a\nb\n")
+    (root / "data" / "huge.parquet").write_bytes(b"p" * 100)
+    (root / "notes.md").write_text("# notes\n")
+    (root / "train.py").write_text("print('hi')\n")
+    (root / ".env").write_text("HF_TOKEN=hf-secret\n")
+
+    await push_workspace(fleet, worker, root, ["notes.md"])
+    remote = server.home / "proj"
+    assert (remote / "train.py").exists()
+    assert not (remote / "notes.md").exists()  # the caller's --exclude
+    assert not (remote / "data").exists() and not (remote / ".env").exists()  # the defaults
+
+    # A workspace's own `.rsync-filter` (rsync -F) is read first, so it can bring data back;
+    # the caller's --exclude still applies inside it, and the secrets stay behind.
+    (root / ".rsync-filter").write_text("+ /data/\n")
+    await push_workspace(fleet, worker, root, ["*.parquet"])
+    assert (remote / "data" / "vocab.txt").read_text() == "a\nb\n"
+    assert not (remote / "data" / "huge.parquet").exists()
+    assert not (remote / ".env").exists()

@@ -153,9 +153,10 @@ def worker_status(args: argparse.Namespace) -> int:
     ]
     statuses = with_fleet(store, lambda fleet: fleet_status(store, fleet, workers))
     flush_warnings(store)
+    all_up = all(s["reachable"] for s in statuses)
     if args.json:
         print_json(statuses)
-        return 0
+        return 0 if all_up else 1
     rows = []
     for s in statuses:
         gpus = s.get("gpus") or []
@@ -176,7 +177,7 @@ def worker_status(args: argparse.Namespace) -> int:
             ]
         )
     print_table(["NAME", "UP", "LATENCY", "GPU UTIL", "DISK / INODES", "ERROR"], rows)
-    return 0 if all(s["reachable"] for s in statuses) else 1
+    return 0 if all_up else 1
 
 
 def worker_remove(args: argparse.Namespace) -> int:
@@ -374,6 +375,8 @@ def run_cancel(args: argparse.Namespace) -> int:
         "kill": "killed with SIGKILL after the grace period",
         "gone": "its process had already ended",
         "nopid": "it had not started",
+        "noworker": f"worker {outcome.run.worker} is no longer in workers.yaml, "
+        "so its process was not stopped",
     }.get(outcome.signal or "", "")
     print(f"cancelled {outcome.run.name} {outcome.run.id}" + (f" ({how})" if how else ""))
     return 0
@@ -470,7 +473,9 @@ def check(args: argparse.Namespace) -> int:
             f"exit={c.exit_code}" if c.exit_code is not None else (f"pid={c.pid}" if c.pid else "")
         )
         change = f" (was {c.old.value})" if c.old != c.new else ""
-        why = f" [{c.reason}]" if c.reason and c.new.value in ("lost", "pending") else ""
+        why = (
+            f" [{c.reason}]" if c.reason and c.new.value in ("lost", "pending", "cancelled") else ""
+        )
         line = f"  | {c.last_line}" if c.last_line else ""
         print(f"{c.run_id}: {c.new.value:<9} {detail}{change}{why}{line}")
     if not results:

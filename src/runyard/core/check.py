@@ -1,7 +1,8 @@
 """Check: ask every worker about its active runs in one round trip, advance their states.
 
 Exit code file -> done/failed; live pid of this very run on the same boot -> running;
-otherwise lost (rebooted or killed), which the retry policy may requeue.
+otherwise lost (rebooted or killed), which the retry policy may requeue. It also sends
+again the kill of a cancelled run whose process was not confirmed stopped.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from runyard.core.control import stop_cancelled_process
 from runyard.core.errors import RunyardError
 from runyard.core.fleet.executor import run_short_script
 from runyard.core.fleet.transports import Fleet
@@ -98,10 +100,15 @@ async def _probe_worker(
 async def check(store: WorkspaceStore, fleet: Fleet) -> list[RunCheck]:
     settings = store.settings()
     workers = {w.worker_id: w for w in store.workers()}
-    active = store.active_runs()
+    queue = store.runs()
     by_worker: dict[str, list[Run]] = {}
+    unstopped: list[Run] = []  # cancelled, the kill not confirmed: send it again
     results: list[RunCheck] = []
-    for run in active:
+    for run in queue:
+        if run.status == RunStatus.CANCELLED and run.kill_pending_since is not None:
+            unstopped.append(run)
+        if not run.is_active:
+            continue
         if run.worker in workers and run.run_dir:
             by_worker.setdefault(run.worker, []).append(run)
         else:
@@ -116,12 +123,16 @@ async def check(store: WorkspaceStore, fleet: Fleet) -> list[RunCheck]:
                 )
             )
     names = list(by_worker)
-    reports = await asyncio.gather(
-        *(
-            _probe_worker(fleet, workers[n], by_worker[n], settings.ssh.command_timeout)
-            for n in names
-        )
+    reports, stops = await asyncio.gather(
+        asyncio.gather(
+            *(
+                _probe_worker(fleet, workers[n], by_worker[n], settings.ssh.command_timeout)
+                for n in names
+            )
+        ),
+        asyncio.gather(*(_finish_cancel(store, fleet, run, workers) for run in unstopped)),
     )
+    results.extend(stops)
     observed: dict[str, tuple[RunProbe, str | None]] = {}
     for name, report in zip(names, reports, strict=True):
         for run in by_worker[name]:
@@ -183,6 +194,26 @@ def _apply(
         reason=reason,
         log_age_s=probe.log_age_s,
     )
+
+
+async def _finish_cancel(
+    store: WorkspaceStore, fleet: Fleet, run: Run, workers: Mapping[str, Worker]
+) -> RunCheck:
+    """Send again the kill of a cancelled run; its status stays cancelled either way."""
+    status = RunStatus.CANCELLED
+    if run.worker not in workers:
+        error = (
+            f"worker {run.worker!r} is not in workers.yaml, so this cancelled run's process "
+            f"cannot be stopped; `runyard run cancel {run.id}` stops trying"
+        )
+        return RunCheck(run.id, run.name, run.worker, status, status, error=error)
+    try:
+        signal = await stop_cancelled_process(store, fleet, run)
+    except RunyardError as exc:
+        error = f"cancelled, but its process is not confirmed stopped: {exc}"
+        return RunCheck(run.id, run.name, run.worker, status, status, error=error)
+    reason = f"the cancelled run's process is stopped ({signal})"
+    return RunCheck(run.id, run.name, run.worker, status, status, reason=reason)
 
 
 def _lost_attempts(run: Run) -> int:

@@ -22,6 +22,7 @@ from runyard.core.protocol import (
 )
 from runyard.core.runs import find_run, set_status
 from runyard.core.secrets import StreamRedactor, known_secret_values, redact_bytes
+from runyard.core.store.events import utc_now
 from runyard.core.store.workspace_store import WorkspaceStore
 
 
@@ -29,33 +30,70 @@ from runyard.core.store.workspace_store import WorkspaceStore
 class CancelOutcome:
     run: Run
     was: RunStatus
-    signal: str | None = None  # term, kill, gone, nopid
+    signal: str | None = None  # term, kill, gone, nopid, noworker
+
+
+CANCEL_SIGNALS = frozenset({"term", "kill", "gone", "nopid"})
 
 
 async def cancel_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> CancelOutcome:
-    """Mark the run cancelled first (so nothing requeues it), then kill its process group."""
+    """Mark the run cancelled first (so nothing requeues it), then kill its process group.
+
+    Until the kill is confirmed the run keeps `kill_pending_since`, so a failed kill is
+    sent again by the next cancel of the run or by `check`.
+    """
     with store.queue_transaction() as runs:
         run = find_run(runs, ref)
         was = run.status
-        if run.status not in (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING):
-            raise InputError(f"run {run.id} is {run.status.value}; there is nothing to cancel")
-        set_status(store, run, RunStatus.CANCELLED)
+        retrying = run.status == RunStatus.CANCELLED and run.kill_pending_since is not None
+        if not retrying:
+            if run.status not in (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING):
+                raise InputError(f"run {run.id} is {run.status.value}; there is nothing to cancel")
+            set_status(store, run, RunStatus.CANCELLED)
+            if was != RunStatus.PENDING and run.run_dir is not None and run.worker is not None:
+                run.kill_pending_since = utc_now()
     outcome = CancelOutcome(run, was)
-    if was == RunStatus.PENDING or run.run_dir is None or run.worker is None:
+    if run.kill_pending_since is None:
         return outcome
-    worker = store.worker(run.worker)
-    grace = store.settings().runs.cancel_grace_seconds
     try:
-        result = await fleet.executor(worker).run(
-            build_cancel(run.run_dir, grace), timeout=grace + store.settings().ssh.command_timeout
-        )
+        outcome.signal = await stop_cancelled_process(store, fleet, run)
     except RunyardError as exc:
         store.events.append("run.cancel_failed", run=run.id, error=str(exc))
         raise OperationalError(
-            f"run {run.id} is marked cancelled, but its process could not be stopped: {exc}"
+            f"run {run.id} is marked cancelled, but its process could not be stopped: {exc}; "
+            f"`runyard check` or `runyard run cancel {run.id}` will stop it once "
+            f"{run.worker} answers"
         ) from exc
-    outcome.signal = result.text().strip().partition("=")[2] or None
     return outcome
+
+
+async def stop_cancelled_process(store: WorkspaceStore, fleet: Fleet, run: Run) -> str:
+    """Kill a cancelled run's process group; once confirmed, clear `kill_pending_since`.
+
+    Returns how it ended (term, kill, gone, nopid, or noworker when its worker has left
+    workers.yaml and so cannot be reached any more); raises `RunyardError` when unconfirmed.
+    """
+    worker = next((w for w in store.workers() if w.worker_id == run.worker), None)
+    if worker is None or run.run_dir is None:
+        signal = "noworker"
+    else:
+        grace = store.settings().runs.cancel_grace_seconds
+        result = await fleet.executor(worker).run(
+            build_cancel(run.run_dir, grace), timeout=grace + store.settings().ssh.command_timeout
+        )
+        said = [line for line in result.text().splitlines() if line.startswith("cancel=")]
+        signal = said[-1].partition("=")[2].strip() if said else ""
+        if signal not in CANCEL_SIGNALS:
+            raise OperationalError(
+                f"the cancel script on {run.worker} did not report its outcome "
+                f"(exit {result.exit_status}: {result.stderr.decode('utf-8', 'replace')[-200:]!r})"
+            )
+    with store.queue_transaction() as runs:
+        stored = find_run(runs, run.id)
+        stored.kill_pending_since = None
+        store.events.append("run.cancel_confirmed", run=run.id, signal=signal)
+    run.kill_pending_since = None
+    return signal
 
 
 def _located(store: WorkspaceStore, ref: str) -> tuple[Run, str]:

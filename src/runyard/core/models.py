@@ -379,6 +379,7 @@ RUN_KEYS = frozenset(
         "error",
         "pull",
         "verify_command",
+        "kill_pending_since",
     }
 )
 
@@ -410,6 +411,9 @@ class Run:
     dispatched_at: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    # Set while a cancel has not confirmed that the run's process is gone (its worker did not
+    # answer): a later cancel or `check` sends the kill again, and retry waits for that.
+    kill_pending_since: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -501,6 +505,7 @@ class Run:
             dispatched_at=read_str(data, "dispatched_at", path),
             started_at=read_str(data, "started_at", path),
             ended_at=read_str(data, "ended_at", path),
+            kill_pending_since=read_str(data, "kill_pending_since", path),
             metrics=metrics,
             history=list(history),
             error=read_str(data, "error", path),
@@ -532,6 +537,12 @@ class Run:
             "dispatched_at": self.dispatched_at,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            # Only while set: queue files written before the field existed stay unchanged.
+            **(
+                {"kill_pending_since": self.kill_pending_since}
+                if self.kill_pending_since is not None
+                else {}
+            ),
             "metrics": dict(self.metrics),
             "history": list(self.history),
             "error": self.error,
@@ -563,6 +574,7 @@ _STR_FIELDS = (
     "dispatched_at",
     "started_at",
     "ended_at",
+    "kill_pending_since",
     "error",
 )
 _INT_FIELDS = ("priority", "attempts", "exit_code", "pid")
@@ -634,6 +646,7 @@ def _run_fast_path(data: Any) -> Run | None:
         dispatched_at=data.get("dispatched_at"),
         started_at=data.get("started_at"),
         ended_at=data.get("ended_at"),
+        kill_pending_since=data.get("kill_pending_since"),
         metrics={k: float(v) for k, v in metrics.items()},
         history=history,
         error=data.get("error"),

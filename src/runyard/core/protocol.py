@@ -504,13 +504,23 @@ class RemoteFile:
 
 
 def build_list_outputs(output_dir: str, workdir: str, globs: Sequence[str], run_dir: str) -> str:
-    """List the run's output dir, its glob matches and its log, NUL-separated with sha256."""
-    quoted_globs = " ".join(_glob_word(g) for g in globs)
+    """List the run's output dir, its glob matches and its log, NUL-separated with sha256.
+
+    Records are four fields: path, name in results/, size, sha256. Two more kinds have an
+    empty path: `@@workdir` with the workdir as resolved there (absent when it does not
+    exist), and `@@unmatched` with the index of a declared glob that matched no file.
+    """
+    per_glob = "".join(
+        f'm=0; for f in {_glob_word(glob)}; do [ -f "$f" ] && m=1 && emit_match "$f"; done; '
+        f"[ $m = 1 ] || printf '\\0@@unmatched\\0%s\\0\\0' {index}\n"
+        for index, glob in enumerate(globs)
+    )
     return f"""
 shopt -s globstar nullglob dotglob
 if command -v sha256sum >/dev/null 2>&1; then hash() {{ sha256sum "$1" | cut -d' ' -f1; }}
 else hash() {{ shasum -a 256 "$1" | cut -d' ' -f1; }}; fi
 emit() {{ printf '%s\\0%s\\0%s\\0%s\\0' "$1" "$2" "$(wc -c < "$1" | tr -d ' ')" "$(hash "$1")"; }}
+emit_match() {{ case "$1" in /*) emit "$1" "files$1" ;; *) emit "$wd/$1" "files/$1" ;; esac; }}
 out={sh_path(output_dir)}
 wd={sh_path(workdir)}
 d={sh_path(run_dir)}
@@ -519,12 +529,18 @@ if [ -d "$out" ]; then
   cd "$out" && for f in **; do [ -f "$f" ] && [ ! -L "$f" ] && emit "$out/$f" "outputs/$f"; done
 fi
 cd -- "$wd" 2>/dev/null || exit 0
-for f in {quoted_globs}; do
-  [ -f "$f" ] || continue
-  case "$f" in /*) emit "$f" "files$f" ;; *) emit "$wd/$f" "files/$f" ;; esac
-done
-true
+printf '\\0@@workdir\\0%s\\0\\0' "$PWD"
+{per_glob}true
 """
+
+
+@dataclass(frozen=True)
+class OutputListing:
+    """What the worker listed for a pull: files, the resolved workdir, unmatched globs."""
+
+    files: list[RemoteFile]
+    workdir: str | None  # None: the run's workdir does not exist on the worker
+    unmatched: list[int]  # indexes of declared globs that matched no file
 
 
 def _glob_word(pattern: str) -> str:
@@ -532,16 +548,21 @@ def _glob_word(pattern: str) -> str:
     return "".join(char if char in "*?[]" else shlex.quote(char) for char in pattern) or "''"
 
 
-def parse_list_outputs(stdout: bytes) -> list[RemoteFile]:
+def parse_list_outputs(stdout: bytes) -> OutputListing:
     fields = stdout.split(b"\0")
     files: list[RemoteFile] = []
+    workdir: str | None = None
+    unmatched: list[int] = []
     seen: set[str] = set()
     for i in range(0, len(fields) - 3, 4):
         path, relative, size, digest = (
             f.decode("utf-8", "surrogateescape") for f in fields[i : i + 4]
         )
-        if path in seen or not size.isdigit():
-            continue
-        seen.add(path)
-        files.append(RemoteFile(path=path, relative=relative, size=int(size), sha256=digest))
-    return files
+        if not path and relative == "@@workdir":
+            workdir = size
+        elif not path and relative == "@@unmatched" and size.isdigit():
+            unmatched.append(int(size))
+        elif path not in seen and size.isdigit():
+            seen.add(path)
+            files.append(RemoteFile(path=path, relative=relative, size=int(size), sha256=digest))
+    return OutputListing(files, workdir, unmatched)

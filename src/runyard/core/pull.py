@@ -1,9 +1,9 @@
 """Pull: bring a run's outputs into `results/<id>/` and prove they arrived intact.
 
 The worker lists its files with sha256; after the transfer every file is hashed here and
-`manifest.json` records both digests. A pull is verified only when every file matches
-(and the run's own verify command, if any, passes on the pulled files) — the fact the
-teardown gate relies on.
+`manifest.json` records both digests. A pull is verified only when every file matches,
+every `--outputs` glob the run declared matched at least one file, and the run's own verify
+command, if any, passes on the pulled files — the fact the teardown gate relies on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shlex
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,6 +23,7 @@ from runyard.core.fleet.transports import Fleet
 from runyard.core.metrics import parse_metrics
 from runyard.core.models import PullRecord, Run, Worker
 from runyard.core.protocol import (
+    OutputListing,
     RemoteFile,
     build_list_outputs,
     output_dir_path,
@@ -104,6 +107,28 @@ async def run_verify_command(command: str, directory: Path) -> tuple[bool, str]:
     return proc.returncode == 0, text.splitlines()[-1] if text else ""
 
 
+def unmatched_glob_problems(
+    globs: Sequence[str], listing: OutputListing, workdir: str, worker: str
+) -> list[str]:
+    """One problem per declared glob that matched no file on the worker."""
+    if globs and listing.workdir is None:
+        return [
+            f"--outputs {shlex.quote(glob)}: the run's workdir {workdir} does not exist on "
+            f"{worker}, so nothing could match"
+            for glob in globs
+        ]
+    problems = []
+    for index in listing.unmatched:
+        shown = f"--outputs {shlex.quote(globs[index])}"
+        if globs[index].startswith("/"):
+            problems.append(f"{shown} matched no file on {worker}")
+        else:
+            problems.append(
+                f"{shown} matched no file under {listing.workdir} (the run's workdir) on {worker}"
+            )
+    return problems
+
+
 async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome:
     run = find_run(store.runs(), ref)
     if run.run_dir is None or run.worker is None:
@@ -118,7 +143,8 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
         build_list_outputs(output_dir_path(workspace, run.name), workdir, run.outputs, run.run_dir),
         timeout=store.settings().ssh.command_timeout * 10,
     )
-    remote_files = parse_list_outputs(listing.stdout)
+    listed = parse_list_outputs(listing.stdout)
+    remote_files = listed.files
     for remote in remote_files:
         safe_relative(remote.relative)
     destination = store.workspace.result_dir(run.id)
@@ -137,6 +163,7 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
             outcome.problems.append(f"{remote.relative}: sha256 differs from the worker's")
     if not remote_files:
         outcome.problems.append("the worker listed no files for this run")
+    outcome.problems += unmatched_glob_problems(run.outputs, listed, workdir, worker.worker_id)
 
     log_path = destination / "log"
     metrics: dict[str, float] = {}

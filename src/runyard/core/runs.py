@@ -184,6 +184,12 @@ def retry_run(store: WorkspaceStore, ref: str) -> Run:
             raise InputError(
                 f"run {run.id} is {run.status.value}; only finished runs can be retried"
             )
+        if run.kill_pending_since is not None:
+            raise InputError(
+                f"run {run.id}'s process may still be running on {run.worker} (its cancel "
+                f"could not stop it); run `runyard run cancel {run.id}` again when "
+                f"{run.worker} is back"
+            )
         archive_attempt(run)
         set_status(store, run, RunStatus.PENDING, reason="retry")
     return run

@@ -19,25 +19,90 @@ from runyard.core.errors import InputError, OperationalError
 from runyard.core.models import Worker
 from runyard.core.protocol import RemoteFile
 
-# What `runyard sync` never pushes: the seeds' excludes plus runyard's own state.
+# What `runyard sync` never pushes (rsync patterns; the transfer root is the workspace).
+# A pattern without a `/` matches that name at any depth; a leading `/` anchors it to the
+# workspace root. Names that are only ever generated (VCS metadata, caches, virtualenvs,
+# run outputs, checkpoint folders) and files that hold secrets are skipped at any depth.
+# Names that are also ordinary names for code (`data`, `datasets`, `results`, `wandb`) are
+# skipped only at the top level and where the seeds keep them (`competitions/*/data`), so a
+# `src/pkg/data/` package still goes.
 SYNC_EXCLUDES = (
+    # version control, caches, environments
     ".git",
+    ".hg",
+    ".svn",
     "__pycache__",
-    ".venv",
-    ".venv-*",
-    ".tools",
     ".mypy_cache",
     ".pytest_cache",
     ".ruff_cache",
-    ".runyard",
-    "results",
-    "outputs",
-    "competitions/*/data",
-    "competitions/*/outputs",
-    "competitions/*/submissions",
+    ".ipynb_checkpoints",
+    ".tox",
+    ".nox",
     "node_modules",
-    "demo-workspace",
+    ".venv",
+    ".venv-*",
+    ".tools",
+    # secrets: dotenv files (`.env.local`, `.env.example`, ...), direnv, netrc, API keys
+    ".env",
+    ".env.*",
+    ".envrc",
+    ".netrc",
+    "kaggle.json",
+    "*.pem",
+    # runyard's own state: the worker keeps its own `.runyard/` and `outputs/`
+    ".runyard",
+    "/results",
+    "/demo-workspace",
+    # run outputs and checkpoints, wherever a run wrote them
+    "outputs",
+    "checkpoints",
+    "ckpt",
+    "ckpts",
+    "lightning_logs",
+    "mlruns",
+    "/wandb",
+    # data: fetched on the worker, never over the operator's uplink
+    "/data",
+    "/datasets",
+    "/competitions/*/data",
+    "/competitions/*/submissions",
 )
+
+# Read before the defaults, so a workspace's own rules win (rsync's `-F` convention): a
+# `.rsync-filter` at the root holding `+ /data/` pushes a top-level data folder after all.
+SYNC_FILTER_FILE = "dir-merge /.rsync-filter"
+
+
+def environment_excludes(source: Path) -> list[str]:
+    """Top-level folders that are Python or conda environments, whatever they are called
+    (`venv/`, `env/`): anchored patterns, so an `env/` package of code still goes."""
+    try:
+        children = sorted(source.iterdir())
+    except OSError:
+        return []
+    return [
+        "/" + _literal(child.name)
+        for child in children
+        if child.is_dir()
+        and not child.is_symlink()
+        and ((child / "pyvenv.cfg").is_file() or (child / "conda-meta").is_dir())
+    ]
+
+
+def _literal(name: str) -> str:
+    """`name` as an rsync pattern that matches only itself."""
+    if not any(char in name for char in "*?["):
+        return name  # rsync reads `\` as an escape only in a pattern with a wildcard
+    return "".join("\\" + char if char in "*?[\\" else char for char in name)
+
+
+def sync_filter_args(source: Path, extra_excludes: Sequence[str] = ()) -> list[str]:
+    """rsync's filter arguments for pushing `source`: its own `.rsync-filter` rules, the
+    defaults, its environments, then the caller's `--exclude` patterns."""
+    patterns = [*SYNC_EXCLUDES, *environment_excludes(source), *extra_excludes]
+    return ["--filter", SYNC_FILTER_FILE] + [
+        arg for pattern in patterns for arg in ("--exclude", pattern)
+    ]
 
 
 def openssh_command(worker: Worker, known_hosts: Sequence[Path]) -> list[str]:
@@ -161,9 +226,7 @@ async def push_workspace(
 ) -> str:
     """`runyard sync`: push the workspace's code to the worker's workspace folder."""
     ssh = shlex.join(openssh_command(worker, known_hosts_paths(fleet)))
-    excludes = [
-        arg for pattern in (*SYNC_EXCLUDES, *extra_excludes) for arg in ("--exclude", pattern)
-    ]
+    excludes = sync_filter_args(source, extra_excludes)
     workspace = worker.workspace.rstrip("/") or "/"
     await fleet.executor(worker).run(f"mkdir -p {_shell_path(workspace)}")
     await run_rsync(
