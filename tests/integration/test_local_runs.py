@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -557,6 +558,9 @@ def test_bad_input_exits_2(cli: Any) -> None:
         ("run", "show", "rnothere"),
         ("worker", "trust", "local"),
         ("logs", "rnothere", "-n", "-5"),
+        ("worker", "list", "--pool", "nope"),
+        ("worker", "status", "--pool", "nope"),
+        ("alerts", "--pool", "nope"),
         ("worker", "add", "box2", "--host", "h", "--gpus", "-1"),
     ):
         proc = cli(*args, check=False)
@@ -564,6 +568,24 @@ def test_bad_input_exits_2(cli: Any) -> None:
         assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
     proc = cli("worker", "add", "box2", "--host", "h", "--gpus", "-1", check=False)
     assert proc.stderr == "runyard: --gpus -1: must be at least 0\n"  # the flag, not the file
+
+
+def test_a_run_for_a_pool_without_workers_is_queued_with_a_warning(cli: Any) -> None:
+    proc = cli("run", "add", "-c", "true", "--pool", "later")
+    assert proc.stdout.startswith("queued ")
+    assert "no worker is in pool 'later' yet" in proc.stderr
+
+
+def test_worker_status_exits_1_when_a_worker_is_down_in_either_form(cli: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: connections are refused
+    cli("worker", "add", "gone", "--host", "127.0.0.1", "--port", str(port))
+    for form in ((), ("--json",)):
+        proc = cli("worker", "status", *form, check=False)
+        assert proc.returncode == 1, (form, proc)
+    [gone] = [s for s in json.loads(proc.stdout) if s["name"] == "gone"]
+    assert gone["reachable"] is False and gone["error"]
 
 
 def test_priority_order_is_visible_through_dispatch(cli: Any, store: WorkspaceStore) -> None:

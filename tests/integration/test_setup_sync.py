@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,6 +55,8 @@ async def test_setup_reports_tools_and_streams_credentials_privately(
     report = await setup_worker(fleet, worker, env_file=env_file)
     assert report.ok, report.problems
     assert report.tools["bash"] and report.tools["rsync"]
+    if shutil.which("tmux"):
+        assert report.tools["tmux"].startswith("tmux "), report.tools  # `-V`, not a usage text
     assert report.credentials == ["HF_TOKEN", "WANDB_API_KEY"]  # names only
     assert (server.home / "proj" / ".runyard" / "runs").is_dir()
     creds = server.home / ".config" / "runyard" / "credentials.env"

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from runyard.cli.output import print_json, print_table
-from runyard.cli.verbs import flush_warnings, open_store, with_fleet
+from runyard.cli.verbs import flush_warnings, open_store, pool_workers, with_fleet
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -24,17 +24,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def alerts(args: argparse.Namespace) -> int:
     """Probe the (pool's) enabled workers, print the current alerts, critical first."""
-    from runyard.core.errors import InputError
     from runyard.core.patrol import patrol
 
     store = open_store(args)
-    workers = [
-        w
-        for w in store.workers()
-        if w.enabled and (args.pool is None or w.worker_pool == args.pool)
-    ]
-    if args.pool is not None and not workers:
-        raise InputError(f"no enabled worker in pool {args.pool!r} (see `runyard worker list`)")
+    workers = pool_workers(store, args.pool, enabled_only=True)
     found = with_fleet(store, lambda fleet: patrol(store, fleet, workers))
     flush_warnings(store)
     if args.json:

@@ -12,6 +12,7 @@ from runyard.cli.output import format_metrics, print_json, print_table, warn
 
 if TYPE_CHECKING:
     from runyard.core.fleet.transports import Fleet
+    from runyard.core.models import Worker
     from runyard.core.runs import RunSpec
     from runyard.core.store.workspace_store import WorkspaceStore
 
@@ -23,6 +24,21 @@ def open_store(args: argparse.Namespace) -> WorkspaceStore:
     from runyard.core.workspace import find_workspace
 
     return WorkspaceStore(find_workspace(args.workspace))
+
+
+def pool_workers(store: WorkspaceStore, pool: str | None, enabled_only: bool) -> list[Worker]:
+    """The workers a `--pool` option names; a pool with none is the operator's typo."""
+    from runyard.core.errors import InputError
+
+    workers = [
+        w
+        for w in store.workers()
+        if (w.enabled or not enabled_only) and (pool is None or w.worker_pool == pool)
+    ]
+    if pool is not None and not workers:
+        which = "enabled worker" if enabled_only else "worker"
+        raise InputError(f"no {which} in pool {pool!r} (see `runyard worker list`)")
+    return workers
 
 
 def flush_warnings(store: WorkspaceStore) -> None:
@@ -112,7 +128,7 @@ def worker_add(args: argparse.Namespace) -> int:
 
 def worker_list(args: argparse.Namespace) -> int:
     store = open_store(args)
-    workers = [w for w in store.workers() if args.pool is None or w.worker_pool == args.pool]
+    workers = pool_workers(store, args.pool, enabled_only=False)
     flush_warnings(store)
     if args.json:
         print_json([{"name": w.worker_id, **w.to_dict()} for w in workers])
@@ -146,11 +162,7 @@ def worker_status(args: argparse.Namespace) -> int:
     from runyard.core.telemetry_service import fleet_status
 
     store = open_store(args)
-    workers = [
-        w
-        for w in store.workers()
-        if w.enabled and (args.pool is None or w.worker_pool == args.pool)
-    ]
+    workers = pool_workers(store, args.pool, enabled_only=True)
     statuses = with_fleet(store, lambda fleet: fleet_status(store, fleet, workers))
     flush_warnings(store)
     all_up = all(s["reachable"] for s in statuses)

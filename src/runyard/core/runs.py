@@ -87,6 +87,12 @@ def validate_spec(spec: RunSpec, store: WorkspaceStore) -> None:
 def add_run(store: WorkspaceStore, spec: RunSpec) -> Run:
     """Append a pending run; its name must be unique in the queue."""
     validate_spec(spec, store)
+    if spec.pool is not None and not any(w.worker_pool == spec.pool for w in store.workers()):
+        # Queued all the same (boxes for the pool may be rented next), but never silently.
+        store.warnings.append(
+            f"no worker is in pool {spec.pool!r} yet: the run waits until one is added "
+            "(see `runyard worker list`)"
+        )
     with store.queue_transaction() as runs:
         ids = {run.id for run in runs}
         names = {run.name for run in runs}
