@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fakes.ssh_server import LoopbackSSHServer
+from runyard.core.errors import FileFormatError
 from runyard.core.fleet.rsync import push_workspace
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import SSHSettings, Worker
@@ -66,6 +67,23 @@ async def test_setup_reports_tools_and_streams_credentials_privately(
     for root in (server.home / "proj", store.workspace.root):
         for path in root.rglob("*"):
             assert not path.is_file() or b"wandb-secret-123" not in path.read_bytes()
+
+
+async def test_a_bad_env_file_leaves_the_workers_credentials_alone(
+    box: tuple[WorkspaceStore, Fleet, Worker, LoopbackSSHServer], tmp_path: Path
+) -> None:
+    _, fleet, worker, server = box
+    good = tmp_path / "creds.env"
+    good.write_text("HF_TOKEN=hf-abc\n")
+    assert (await setup_worker(fleet, worker, env_file=good)).ok
+    creds = server.home / ".config" / "runyard" / "credentials.env"
+    before = creds.read_bytes()
+    for content in (b"HF_TOKEN=caf\xe9\n", b"HF_TOKEN=x\nBAD LINE\n"):
+        bad = tmp_path / "bad.env"
+        bad.write_bytes(content)
+        with pytest.raises(FileFormatError):
+            await setup_worker(fleet, worker, env_file=bad)
+        assert creds.read_bytes() == before
 
 
 async def test_runs_see_credentials_from_setup(
