@@ -50,8 +50,8 @@ class Demo:
             raise AssertionError(f"runyard {' '.join(args)}: {proc.returncode}\n{proc.stderr}")
         return proc
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+    def json(self, *args: str, check: bool = True) -> Any:
+        return json.loads(self.cli(*args, "--json", check=check).stdout)
 
     def add_run(self, command: str, worker: str) -> str:
         return self.cli("run", "add", "--command", command, "--worker", worker).stdout.split()[-1]
@@ -153,8 +153,9 @@ def test_a_stopped_ssh_server_is_unreachable_until_started_again(demo: Demo) -> 
     control = FleetControl.for_workspace(demo.root)
     port = control.stop_worker("sim-a100x2-1").port
     try:
-        [status] = demo.json("worker", "status", "--pool", "vastai")
+        [status] = demo.json("worker", "status", "--pool", "vastai", check=False)
         assert not status["reachable"] and "cannot connect" in status["error"]
+        assert demo.cli("worker", "status", "--pool", "vastai", check=False).returncode == 1
     finally:
         restarted = control.start_worker("sim-a100x2-1")
     assert restarted.sshd and restarted.port == port

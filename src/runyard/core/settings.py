@@ -44,10 +44,11 @@ class SSHDefaults:
 
 @dataclass
 class AlertSettings:
-    disk_used_pct: float = _ranged(90.0, 0, above=True, high=100)
-    inodes_used_pct: float = _ranged(90.0, 0, above=True, high=100)
-    gpu_idle_minutes: float = _ranged(10.0, 0, above=True)
-    stale_log_minutes: float = _ranged(30.0, 0, above=True)
+    # 0 is allowed: alert at once (what a test or a paranoid operator wants).
+    disk_used_pct: float = _ranged(90.0, 0, high=100)
+    inodes_used_pct: float = _ranged(90.0, 0, high=100)
+    gpu_idle_minutes: float = _ranged(10.0, 0)
+    stale_log_minutes: float = _ranged(30.0, 0)
 
 
 @dataclass
