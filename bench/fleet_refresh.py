@@ -13,11 +13,11 @@ persistent shells keep:
 * sequential: `ssh -p PORT user@127.0.0.1 <probe>` for each worker, one after another;
 * parallel: the same ssh commands, 16 in flight.
 
-Two floors put the cold figure in context: a bare asyncssh client in a fresh process that
-only connects to every worker and runs `true` (the least any client must do; on loopback
-the N sshd handshakes run on this machine's CPUs too), and the sequential loop again with
-the key exchange asyncssh negotiates (curve25519), since OpenSSH 9.2's client prefers
-sntrup761x25519 and spends ~110 ms of CPU per connection on it.
+Two more rows put the figures in context: a bare asyncssh client in a fresh process that
+only connects to every worker and runs the probe once (the least any client must do for a
+cold status; on loopback the N sshd handshakes and probes use this machine's CPUs too), and
+the sequential loop again with the key exchange asyncssh negotiates (curve25519), since
+OpenSSH 9.2's client prefers sntrup761x25519 and spends ~110 ms of CPU per connection on it.
 
 Baselines are the ssh loops of the same run (ratios only; absolute times are noise).
 Goals (issue, for N=100): warm >= 50x faster than sequential and >= 10x faster than the
@@ -569,29 +569,39 @@ def cold_status(store: WorkspaceStore, env: dict[str, str], count: int, repeat: 
 
 
 # The least any SSH client must do for a cold status: a fresh Python that imports asyncssh,
-# connects to every worker (asyncssh's default algorithms) and runs `true` once on each.
+# connects to every worker (asyncssh's default algorithms) and runs the probe once on each,
+# as the ssh loops send it. Argument: a JSON file of [port, exec command] pairs.
 BARE_CLIENT = """
-import asyncio, sys, asyncssh
-user, key, known_hosts, *ports = sys.argv[1:]
-async def one(port):
-    async with asyncssh.connect("127.0.0.1", int(port), username=user, client_keys=[key],
+import asyncio, json, sys, asyncssh
+user, key, known_hosts, jobs = sys.argv[1:]
+async def one(port, command):
+    async with asyncssh.connect("127.0.0.1", port, username=user, client_keys=[key],
                                 known_hosts=known_hosts, agent_path=None, config=[]) as conn:
-        return (await conn.run("true")).exit_status
+        result = await conn.run(command)
+        return result.exit_status == 0 and b"@@runyard:end" in result.stdout.encode()
 async def main():
-    codes = await asyncio.gather(*(one(port) for port in ports))
-    sys.exit(1 if any(codes) else 0)
+    with open(jobs) as f:
+        ok = await asyncio.gather(*(one(port, command) for port, command in json.load(f)))
+    sys.exit(0 if all(ok) else 1)
 asyncio.run(main())
 """
 
 
 def bare_client_floor(
-    world: World, store: WorkspaceStore, env: dict[str, str], repeat: int
+    world: World, store: WorkspaceStore, workers: Sequence[Worker], env: dict[str, str], repeat: int
 ) -> float:
     """Best wall time of `BARE_CLIENT` over all N workers: a floor under any cold status
-    here, since on loopback the N sshd handshakes share this machine's CPUs with it."""
+    here, since on loopback the N sshd handshakes and probes share this machine's CPUs."""
+    jobs = world.tmp / "bare-client-jobs.json"
+    commands = []
+    for worker in workers:
+        assert worker.ssh is not None
+        script = build_probe_script(worker.workspace, worker.health.heartbeat_command)
+        commands.append([worker.ssh.port, remote_command(script)])
+    jobs.write_text(json.dumps(commands))
     known_hosts = str(runyard_known_hosts_path(store.workspace.root))
     argv = [sys.executable, "-c", BARE_CLIENT, world.account.name, str(world.client_key)]
-    argv += [known_hosts, *map(str, world.sshd.ports)]
+    argv += [known_hosts, str(jobs)]
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -736,7 +746,7 @@ def bench_size(world: World, count: int, args: argparse.Namespace) -> dict[str, 
     )
     cold_run = cold_status(store, env, count, args.cold_repeat)
     cold = cold_run.wall_s
-    bare = bare_client_floor(world, store, env, args.cold_repeat)
+    bare = bare_client_floor(world, store, workers, env, args.cold_repeat)
     warm = asyncio.run(warm_refresh(store, workers, args.refreshes, args.profile))
     warm_s = median(warm.refresh_s)
     argvs = [world.ssh_argv(store, w) for w in workers]
@@ -769,7 +779,7 @@ def bench_size(world: World, count: int, args: argparse.Namespace) -> dict[str, 
             f"of {cold_run.box_total_s * 1000:.0f} ms its CPUs had",
         )
     row(
-        "  ... floor: bare asyncssh, `true` on all N",
+        "  ... floor: bare asyncssh, the probe on all N",
         f"{bare * 1000:.0f} ms",
         "",
         f"(cold is {cold / bare:.2f}x this)",
