@@ -27,7 +27,7 @@ from runyard.core.check import check
 from runyard.core.control import cancel_run, follow_log, read_log
 from runyard.core.dispatch import dispatch
 from runyard.core.fleet.transports import Fleet
-from runyard.core.models import RunStatus, SSHSettings, Worker
+from runyard.core.models import Run, RunStatus, SSHSettings, Worker
 from runyard.core.patrol import RUN_LOST, patrol
 from runyard.core.pull import pull_run
 from runyard.core.runs import RunSpec, add_run, find_run
@@ -126,20 +126,22 @@ async def remote(
         yield store, fleet, server
 
 
+def on_gpu1(store: WorkspaceStore, name: str, command: str, **spec: Any) -> Run:
+    """Queue a run pinned to the `remote` fixture's worker."""
+    return add_run(store, RunSpec(name=name, worker="gpu1", command=command, **spec))
+
+
 async def test_dispatch_check_logs_pull_on_an_ssh_worker(
     remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
 ) -> None:
     store, fleet, server = remote
-    run = add_run(
+    run = on_gpu1(
         store,
-        RunSpec(
-            name="remote-good",
-            worker="gpu1",
-            command='for i in 1 2 3; do echo "Epoch $i/3 | loss=0.$((4-i))"; sleep 0.1; done; '
-            'echo weights > "$RUNYARD_OUTPUT_DIR/model.bin"',
-        ),
+        "remote-good",
+        'for i in 1 2 3; do echo "Epoch $i/3 | loss=0.$((4-i))"; sleep 0.1; done; '
+        'echo weights > "$RUNYARD_OUTPUT_DIR/model.bin"',
     )
-    bad = add_run(store, RunSpec(name="remote-bad", worker="gpu1", command="echo nope; exit 7"))
+    bad = on_gpu1(store, "remote-bad", "echo nope; exit 7")
     outcomes = await dispatch(store, fleet)
     assert [o.run_id for o in outcomes] == [run.id]  # one slot: the other waits
     assert outcomes[0].ok and outcomes[0].pid
@@ -174,14 +176,11 @@ async def test_pull_is_not_verified_when_a_declared_output_glob_matched_nothing(
 ) -> None:
     """QA's case: `--outputs 'ckpt/*.pt' --outputs 'nomatch/*.bin'` is not a verified pull."""
     store, fleet, server = remote
-    run = add_run(
+    run = on_gpu1(
         store,
-        RunSpec(
-            name="half-promised",
-            worker="gpu1",
-            command="mkdir -p ckpt && echo weights > ckpt/a.pt",
-            outputs=["ckpt/*.pt", "nomatch/*.bin"],
-        ),
+        "half-promised",
+        "mkdir -p ckpt && echo weights > ckpt/a.pt",
+        outputs=["ckpt/*.pt", "nomatch/*.bin"],
     )
     await dispatch(store, fleet)
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.DONE))
@@ -216,7 +215,7 @@ async def test_cancel_kills_the_remote_process_group(
     remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer],
 ) -> None:
     store, fleet, _ = remote
-    run = add_run(store, RunSpec(name="sleeper", worker="gpu1", command="sleep 300 & sleep 301"))
+    run = on_gpu1(store, "sleeper", "sleep 300 & sleep 301")
     await dispatch(store, fleet)
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.RUNNING))
     run_dir = find_run(store.runs(), run.id).run_dir
@@ -232,7 +231,7 @@ async def test_staged_reboot_makes_the_run_lost(
     remote: tuple[WorkspaceStore, Fleet, LoopbackSSHServer], tmp_path: Path
 ) -> None:
     store, fleet, _ = remote
-    run = add_run(store, RunSpec(name="long", worker="gpu1", command="sleep 300"))
+    run = on_gpu1(store, "long", "sleep 300")
     await dispatch(store, fleet)
     await wait_until(lambda: _is(store, fleet, run.id, RunStatus.RUNNING))
     (tmp_path / "boot_id").write_text("boot-2\n")  # the box came back from a reboot
@@ -415,7 +414,7 @@ async def test_ticks_of_status_and_check_share_the_workers_one_shell(
     the worker): the probe and the run check go through its shell. The patrol takes a
     channel of its own, so a probe stuck in that shell cannot hold it up."""
     store, fleet, server = remote
-    run = add_run(store, RunSpec(name="long", worker="gpu1", command="sleep 30"))
+    run = on_gpu1(store, "long", "sleep 30")
     assert (await dispatch(store, fleet))[0].ok
     worker = store.workers()[-1]
     assert worker.worker_id == "gpu1"

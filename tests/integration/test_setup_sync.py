@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
@@ -69,13 +70,18 @@ async def test_setup_reports_tools_and_streams_credentials_privately(
             assert not path.is_file() or b"wandb-secret-123" not in path.read_bytes()
 
 
+async def set_up_with_credentials(fleet: Fleet, worker: Worker, path: Path, text: str) -> None:
+    """`worker setup --env-file PATH` with `text` in it, which must succeed."""
+    await asyncio.to_thread(path.write_text, text)
+    report = await setup_worker(fleet, worker, env_file=path)
+    assert report.ok, report.problems
+
+
 async def test_a_bad_env_file_leaves_the_workers_credentials_alone(
     box: tuple[WorkspaceStore, Fleet, Worker, LoopbackSSHServer], tmp_path: Path
 ) -> None:
     _, fleet, worker, server = box
-    good = tmp_path / "creds.env"
-    good.write_text("HF_TOKEN=hf-abc\n")
-    assert (await setup_worker(fleet, worker, env_file=good)).ok
+    await set_up_with_credentials(fleet, worker, tmp_path / "creds.env", "HF_TOKEN=hf-abc\n")
     creds = server.home / ".config" / "runyard" / "credentials.env"
     before = creds.read_bytes()
     for content in (b"HF_TOKEN=caf\xe9\n", b"HF_TOKEN=x\nBAD LINE\n"):
@@ -95,9 +101,7 @@ async def test_runs_see_credentials_from_setup(
     from runyard.core.runs import RunSpec, add_run, find_run
 
     store, fleet, worker, _ = box
-    env_file = tmp_path / "creds.env"
-    env_file.write_text("HF_TOKEN=hf-abc\n")
-    assert (await setup_worker(fleet, worker, env_file=env_file)).ok
+    await set_up_with_credentials(fleet, worker, tmp_path / "creds.env", "HF_TOKEN=hf-abc\n")
     run = add_run(
         store,
         RunSpec(
