@@ -166,6 +166,9 @@ def test_a_staged_reboot_makes_an_active_run_lost(demo: Demo) -> None:
     run_id = demo.add_run("sleep 300", "sim-rtx4090-1")
     demo.cli("dispatch")
     wait_for(lambda: demo.run_status(run_id) == "running", "the run running")
+    table = demo.cli("worker", "status").stdout.splitlines()
+    assert "RUNS" in table[0]
+    assert run_id in next(row for row in table if row.startswith("sim-rtx4090-1 "))
     pid = demo.json("run", "show", run_id)["pid"]
     before = FleetInfo.read(demo.root)
     assert before is not None

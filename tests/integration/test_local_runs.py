@@ -260,7 +260,9 @@ def test_pull_with_a_failing_verify_command_is_not_verified(
     manifest = json.loads((store.workspace.result_dir(run.id) / "manifest.json").read_text())
     assert manifest["verified"] is False
     assert manifest["verify"]["passed"] is False
-    assert any("verify command failed" in p for p in manifest["problems"])
+    assert manifest["problems"] == [
+        "verify command failed: `grep -qx right outputs/answer.txt` exited 1 with no output"
+    ]
     # The transfer itself was fine: the digests still match on both sides.
     assert all(f["sha256_worker"] == f["sha256_local"] for f in manifest["files"])
     record = run_of(store, run.id).pull
@@ -352,6 +354,29 @@ def test_pull_notices_a_file_changed_during_transfer(
     )
     assert outcome.verified is False
     assert any("a.txt: sha256 differs" in p for p in outcome.problems)
+
+
+def test_a_pull_of_a_running_run_is_never_verified(store: WorkspaceStore) -> None:
+    """Its files may be half-written even when both digests agree."""
+    from runyard.core.control import cancel_run
+    from runyard.core.pull import pull_run
+
+    run = add_run(
+        store, RunSpec(command='echo hi > "$RUNYARD_OUTPUT_DIR/a.txt"; sleep 300', name="busy")
+    )
+    dispatch_core(store)
+    wait_for(
+        lambda: (store.workspace.root / "outputs" / "busy" / "a.txt").exists(), what="a.txt"
+    )
+    try:
+        outcome = asyncio.run(_with_fleet(store, lambda fleet: pull_run(store, fleet, run.id)))
+        assert all(f.ok for f in outcome.files)
+        assert outcome.verified is False
+        assert outcome.problems == [
+            "the run is still running: its outputs may change; pull again once it ends"
+        ]
+    finally:
+        asyncio.run(_with_fleet(store, lambda fleet: cancel_run(store, fleet, run.id)))
 
 
 def test_logs_follow_streams_a_running_run_to_its_end(store: WorkspaceStore) -> None:

@@ -169,6 +169,10 @@ def worker_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(statuses)
         return 0 if all_up else 1
+    runs_on: dict[str, list[str]] = {}
+    for run in store.active_runs():
+        if run.worker:
+            runs_on.setdefault(run.worker, []).append(run.id)
     rows = []
     for s in statuses:
         gpus = s.get("gpus") or []
@@ -185,10 +189,11 @@ def worker_status(args: argparse.Namespace) -> int:
                 f"{disk.get('used_pct', '?')}% / {disk.get('inodes_used_pct', '?')}%"
                 if disk
                 else "-",
+                " ".join(runs_on.get(s["name"], [])) or "-",
                 s.get("error") or "",
             ]
         )
-    print_table(["NAME", "UP", "LATENCY", "GPU UTIL", "DISK / INODES", "ERROR"], rows)
+    print_table(["NAME", "UP", "LATENCY", "GPU UTIL", "DISK / INODES", "RUNS", "ERROR"], rows)
     return 0 if all_up else 1
 
 

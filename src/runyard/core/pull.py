@@ -93,7 +93,8 @@ async def fetch(fleet: Fleet, worker: Worker, files: list[RemoteFile], destinati
     await fetch_with_rsync(fleet, worker, files, destination)
 
 
-async def run_verify_command(command: str, directory: Path) -> tuple[bool, str]:
+async def run_verify_command(command: str, directory: Path) -> tuple[int, str]:
+    """Run the run's `--verify` command in its pulled folder: (exit status, last output line)."""
     proc = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
@@ -104,7 +105,7 @@ async def run_verify_command(command: str, directory: Path) -> tuple[bool, str]:
     )
     out, _ = await proc.communicate()
     text = out.decode("utf-8", "replace").strip()
-    return proc.returncode == 0, text.splitlines()[-1] if text else ""
+    return proc.returncode or 0, text.splitlines()[-1] if text else ""
 
 
 def unmatched_glob_problems(
@@ -163,6 +164,10 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
             outcome.problems.append(f"{remote.relative}: sha256 differs from the worker's")
     if not remote_files:
         outcome.problems.append("the worker listed no files for this run")
+    if run.is_active:  # what was copied may be half-written: a verified pull is a final one
+        outcome.problems.append(
+            f"the run is still {run.status.value}: its outputs may change; pull again once it ends"
+        )
     outcome.problems += unmatched_glob_problems(run.outputs, listed, workdir, worker.worker_id)
 
     log_path = destination / "log"
@@ -178,10 +183,13 @@ async def pull_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> PullOutcome
 
     verify: dict[str, Any] | None = None
     if run.verify_command and not outcome.problems:
-        passed, message = await run_verify_command(run.verify_command, destination)
-        verify = {"command": run.verify_command, "passed": passed, "output": message}
-        if not passed:
-            outcome.problems.append(f"verify command failed: {message}")
+        status, message = await run_verify_command(run.verify_command, destination)
+        verify = {"command": run.verify_command, "passed": status == 0, "output": message}
+        if status != 0:
+            outcome.problems.append(
+                f"verify command failed: `{run.verify_command}` exited {status}"
+                + (f": {message}" if message else " with no output")
+            )
     outcome.verified = not outcome.problems
     pulled_at = utc_now()
     manifest = {
