@@ -365,9 +365,7 @@ def test_a_pull_of_a_running_run_is_never_verified(store: WorkspaceStore) -> Non
         store, RunSpec(command='echo hi > "$RUNYARD_OUTPUT_DIR/a.txt"; sleep 300', name="busy")
     )
     dispatch_core(store)
-    wait_for(
-        lambda: (store.workspace.root / "outputs" / "busy" / "a.txt").exists(), what="a.txt"
-    )
+    wait_for(lambda: (store.workspace.root / "outputs" / "busy" / "a.txt").exists(), what="a.txt")
     try:
         outcome = asyncio.run(_with_fleet(store, lambda fleet: pull_run(store, fleet, run.id)))
         assert all(f.ok for f in outcome.files)
