@@ -283,7 +283,7 @@ async def test_disk_threshold_and_a_corrupt_state_file(workspace: Workspace, box
     kinds = by_kind(alerts)
     (disk,) = kinds["disk"]
     assert disk.worker == "local" and disk.severity in ("warning", "critical")
-    assert disk.fix.startswith(f"free space: `du -xh {workspace.root} | sort -h")
+    assert disk.fix.startswith(f"free space on {disk.worker}: `du -xh {workspace.root} | sort -h")
     assert any("starting fresh" in w for w in store.warnings)
     assert json.loads(state_path(workspace).read_text())["alerts"][disk.id]["kind"] == "disk"
 

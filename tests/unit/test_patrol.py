@@ -193,7 +193,7 @@ def test_disk_alerts_on_bytes_and_on_inodes_separately() -> None:
     assert "95.5% used on /data" in inodes.message and "--inodes /data/runyard" in inodes.fix
     full, nearly = disk_alerts(observe(snap=snapshot(disk=disk(99.0, 92.0))), SETTINGS)
     assert (full.kind, full.severity) == ("disk", "critical")
-    assert full.fix == "free space: `du -xh /data/runyard | sort -h | tail`"
+    assert full.fix == "free space on w1: `du -xh /data/runyard | sort -h | tail`"
     assert (nearly.kind, nearly.severity) == ("inodes", "warning")
     # A filesystem without an inode table reports None: no inode alert, no crash.
     assert kinds(disk_alerts(observe(snap=snapshot(disk=disk(95.0, None))), SETTINGS)) == ["disk"]
@@ -209,6 +209,11 @@ def test_unreachable_heartbeat_and_driver_alerts() -> None:
         "unreachable:w1:probe",
     )
     assert "Connection refused" in down.message and "ssh -p 2222 ubuntu@10.0.0.7" in down.fix
+    keyed = worker()
+    assert keyed.ssh is not None
+    keyed.ssh.key = "/keys/my box"
+    (down,) = reachability_alerts(observe(probe_error="refused", w=keyed))
+    assert "`ssh -p 2222 -i '/keys/my box' ubuntu@10.0.0.7`" in down.fix  # pasteable as is
     sick = WorkerSnapshot(
         taken_at=T0,
         heartbeat_ok=False,

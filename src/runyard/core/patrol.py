@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -515,7 +516,8 @@ def _reach_fix(worker: Worker) -> str:
         return "this machine could not run bash: check the workspace folder and PATH"
     target = f"{worker.ssh.user}@{worker.ssh.host}" if worker.ssh.user else worker.ssh.host
     port = f" -p {worker.ssh.port}" if worker.ssh.port else ""
-    return f"is the box up? try `ssh{port} {target}`; a rented box may have been stopped"
+    key = f" -i {shlex.quote(os.path.expanduser(worker.ssh.key))}" if worker.ssh.key else ""
+    return f"is the box up? try `ssh{port}{key} {target}`; a rented box may have been stopped"
 
 
 def disk_alerts(obs: WorkerObservation, settings: AlertSettings) -> list[Alert]:
@@ -550,7 +552,7 @@ def disk_alerts(obs: WorkerObservation, settings: AlertSettings) -> list[Alert]:
                 obs.name,
                 where,
                 f"disk {what} {used:g}% used on {where} (alert at {limit:g}%)",
-                f"free {what}: `{survey} | tail`",
+                f"free {what} on {obs.name}: `{survey} | tail`",
             )
         )
     return alerts
