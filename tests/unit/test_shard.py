@@ -379,6 +379,17 @@ def cli(store: WorkspaceStore, *argv: str) -> int:
     return code
 
 
+def test_cli_shard_warns_of_a_placeholder_it_does_not_know(
+    cpu_store: WorkspaceStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("shard", "--pool", "cpu", "--shards", "2", "--name", "typo", "--")
+    cli(cpu_store, *argv, "python s.py --part {shard} --of {shards} --dir ${shard_dir}")
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1, err
+    assert "{shards} in the command is left as is" in err
+    assert cpu_store.runs()[0].command.endswith("--of {shards} --dir ${shard_dir}")
+
+
 def test_cli_shard_joins_several_words_and_keeps_one_word(
     cpu_store: WorkspaceStore, capsys: pytest.CaptureFixture[str]
 ) -> None:

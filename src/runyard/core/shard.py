@@ -54,6 +54,10 @@ SHARDS_SUBDIR = "shards"
 # `${shard}` and every other brace (f-strings, `${VAR}`, JSON) are left alone.
 _PLACEHOLDER = re.compile(r"\{\{(shard|num_shards)\}\}|(?<!\$)\{(shard|num_shards)\}")
 
+# `{shards}`, `{shard_index}`, `{num_shard}`: a placeholder the operator likely meant, left
+# as is (a warning names it) since other braces must pass through untouched.
+_NEAR_PLACEHOLDER = re.compile(r"(?<![${])\{(\w*shard\w*)\}(?!\})")
+
 ConflictPolicy = Literal["error", "first", "last"]
 CONFLICT_POLICIES: tuple[ConflictPolicy, ...] = ("error", "first", "last")
 
@@ -172,6 +176,12 @@ def add_shards(
     specs = plan_shards(base.command, num_shards, workers, per_host, group=group, base=base)
     for spec in specs:
         validate_spec(spec, store)
+    for unknown in dict.fromkeys(_NEAR_PLACEHOLDER.findall(base.command)):
+        if unknown not in ("shard", "num_shards"):
+            store.warnings.append(
+                f"{{{unknown}}} in the command is left as is: the placeholders are {{shard}} "
+                "and {num_shards}"
+            )
     by_name = {w.worker_id: w for w in workers}
     with store.queue_transaction() as runs:
         if any(run.env.get(GROUP_ENV) == group for run in runs):
