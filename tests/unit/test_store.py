@@ -347,3 +347,13 @@ def test_the_fast_read_of_workers_yaml_gives_what_the_round_trip_read_gives(
     with pytest.raises(FileFormatError) as refused:
         load_workers(path, [])
     assert f":{RESEARCH_OS_WORKER.count(chr(10)) + 3}: field '[1].enabled'" in str(refused.value)
+
+
+def test_an_unknown_setting_is_a_warning_naming_its_line(store: WorkspaceStore) -> None:
+    path = store.workspace.settings_path
+    path.write_text("default_pool: gpu\nrefresh:\n  fleet_seconds: 3\n  fleet_secs: 9\nextra: 1\n")
+    assert store.settings().refresh.fleet_seconds == 3
+    assert store.warnings == [
+        f"{path}:4: unknown setting 'refresh.fleet_secs' ignored",
+        f"{path}:5: unknown setting 'extra' ignored",
+    ]

@@ -72,6 +72,18 @@ class Settings:
 T = TypeVar("T")
 
 
+class SettingWarning(str):
+    """A warning about the setting at `path`; whoever knows the file adds its line."""
+
+    path: tuple[str | int, ...] = ()
+
+
+def setting_warning(path: tuple[str | int, ...], message: str) -> SettingWarning:
+    warning = SettingWarning(message)
+    warning.path = path
+    return warning
+
+
 def parse_section(cls: type[T], data: Any, path: tuple[str | int, ...], warnings: list[str]) -> T:
     """Build dataclass `cls` from a mapping, type-checking each known key."""
     if data is None:
@@ -84,7 +96,7 @@ def parse_section(cls: type[T], data: Any, path: tuple[str | int, ...], warnings
     for key, value in data.items():
         if key not in known:
             dotted = ".".join(str(p) for p in (*path, key))
-            warnings.append(f"unknown setting '{dotted}' ignored")
+            warnings.append(setting_warning((*path, key), f"unknown setting '{dotted}' ignored"))
             continue
         values[key] = _coerce(hints[key], value, (*path, key), warnings)
         _check_range(known[key].metadata, values[key], (*path, key))

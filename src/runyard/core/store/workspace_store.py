@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from runyard.core.models import FieldError, Run, Worker
-from runyard.core.settings import Settings, parse_settings
-from runyard.core.store.documents import load_yaml, yaml_field_error
+from runyard.core.settings import Settings, SettingWarning, parse_settings
+from runyard.core.store.documents import load_yaml, yaml_field_error, yaml_line
 from runyard.core.store.events import EventLog
 from runyard.core.store.lock import WorkspaceLock
 from runyard.core.store.queue_file import load_queue, load_queue_raw, parse_queue, save_records
@@ -38,14 +38,15 @@ class WorkspaceStore:
         if self._settings is None:
             path = self.workspace.settings_path
             doc = load_yaml(path) if path.exists() else None
+            found: list[str] = []
             try:
-                self._settings = parse_settings(doc, self._settings_warnings())
+                self._settings = parse_settings(doc, found)
             except FieldError as exc:
                 raise yaml_field_error(path, doc, exc) from None
+            for warning in found:
+                line = yaml_line(doc, warning.path) if isinstance(warning, SettingWarning) else None
+                self.warnings.append(f"{path}:{line}: {warning}" if line else f"{path}: {warning}")
         return self._settings
-
-    def _settings_warnings(self) -> list[str]:
-        return _PrefixedList(self.warnings, f"{self.workspace.settings_path}: ")
 
     # ------------------------------------------------------------ workers
 
@@ -96,15 +97,3 @@ class WorkspaceStore:
     def active_runs(self) -> list[Run]:
         """The dispatched and running runs (the whole queue is validated all the same)."""
         return [run for run in self.runs() if run.is_active]
-
-
-class _PrefixedList(list[str]):
-    """A list view that prefixes what is appended and forwards it to a target list."""
-
-    def __init__(self, target: list[str], prefix: str) -> None:
-        super().__init__()
-        self.target = target
-        self.prefix = prefix
-
-    def append(self, item: str) -> None:
-        self.target.append(self.prefix + item)
