@@ -43,3 +43,15 @@ def test_read_dotenv_of_a_missing_file_or_a_directory(tmp_path: Path) -> None:
         read_dotenv(tmp_path / "nope.env", missing_ok=False)
     with pytest.raises(FileFormatError, match="is a directory"):
         read_dotenv(tmp_path, missing_ok=False)
+
+
+def test_secrets_from_the_operators_own_env_file_skip_lines_it_does_not_understand(
+    tmp_path: Path,
+) -> None:
+    """~/.env belongs to the operator (and other tools): runyard takes what it can read."""
+    from runyard.core.secrets import resolve_secrets
+
+    path = tmp_path / ".env"
+    path.write_text("set -a\nHF_TOKEN=hf-abc\n1X=2\n")
+    assert read_dotenv(path, strict=False) == {"HF_TOKEN": "hf-abc"}
+    assert resolve_secrets({"TOKEN": "HF_TOKEN"}, path) == {"TOKEN": "hf-abc"}

@@ -19,12 +19,13 @@ SECRET_REF = re.compile(r"^\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}$")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def read_dotenv(path: Path, missing_ok: bool = True) -> dict[str, str]:
+def read_dotenv(path: Path, missing_ok: bool = True, strict: bool = True) -> dict[str, str]:
     """KEY=VALUE lines of a dotenv file; `export ` prefixes and simple quotes allowed.
 
     A line that is not KEY=VALUE with a shell variable name, or a file that is not UTF-8
     text, is the operator's input error naming file and line: skipping it would quietly
     drop a credential (and `worker setup` would write the rest over the worker's file).
+    Not `strict`: such lines are skipped (~/.env is the operator's file, not runyard's).
     """
     try:
         text = path.read_text("utf-8")
@@ -45,10 +46,15 @@ def read_dotenv(path: Path, missing_ok: bool = True) -> dict[str, str]:
             continue
         key, sep, value = line.removeprefix("export ").partition("=")
         key = key.strip()
+        problem = None
         if not sep:
-            raise FileFormatError(path, "expected KEY=VALUE", line=number)
-        if not _ENV_NAME.fullmatch(key):
-            raise FileFormatError(path, f"{key!r} is not a valid variable name", line=number)
+            problem = "expected KEY=VALUE"
+        elif not _ENV_NAME.fullmatch(key):
+            problem = f"{key!r} is not a valid variable name"
+        if problem is not None:
+            if strict:
+                raise FileFormatError(path, problem, line=number)
+            continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -77,7 +83,7 @@ def resolve_secrets(refs: Mapping[str, str], dotenv: Path | None = None) -> dict
         value = os.environ.get(secret)
         if value is None:
             if file_values is None:
-                file_values = read_dotenv(dotenv or Path.home() / ".env")
+                file_values = read_dotenv(dotenv or Path.home() / ".env", strict=False)
             value = file_values.get(secret)
         if value is None:
             raise InputError(
