@@ -119,17 +119,38 @@ async def test_check_finishes_a_cancel_that_could_not_kill(
     assert retry_run(store, run_id).status == RunStatus.PENDING
 
 
-async def test_a_worker_removed_meanwhile_lets_cancel_give_up(
+async def test_worker_remove_waits_for_an_owed_kill_unless_forced(
     remote: Remote,  # noqa: F811
 ) -> None:
-    """The way out when the box never comes back: once its worker has left workers.yaml,
-    check says so, and another cancel stops trying (the process may live on there)."""
+    """The box may still run the process: removing its worker would lose the only way to
+    stop it. --force is the way out when the box never comes back."""
     store, fleet, server = remote
     run_id, run_dir = await running_sleeper(store, fleet)
     await server.stop()
     with pytest.raises(OperationalError):
         await cancel_run(store, fleet, run_id)
-    remove_worker(store, "gpu1")
+    with pytest.raises(InputError, match="pass --force if the box is gone for good"):
+        remove_worker(store, "gpu1")
+    assert "gpu1" in {w.worker_id for w in store.workers()}
+    assert remove_worker(store, "gpu1", force=True) == [run_id]
+    assert find_run(store.runs(), run_id).kill_pending_since is None
+    assert retry_run(store, run_id).status == RunStatus.PENDING
+    for pid in run_processes(run_id, run_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_worker_removed_by_hand_lets_cancel_give_up(
+    remote: Remote,  # noqa: F811
+) -> None:
+    """Once its worker has left workers.yaml by hand, check says so, and another cancel
+    stops trying (the process may live on there)."""
+    store, fleet, server = remote
+    run_id, run_dir = await running_sleeper(store, fleet)
+    await server.stop()
+    with pytest.raises(OperationalError):
+        await cancel_run(store, fleet, run_id)
+    store.edit_workers(lambda entries: entries.pop(), "test.removed_by_hand")
 
     [gone] = [c for c in await check(store, fleet) if c.run_id == run_id]
     assert gone.error and f"`runyard run cancel {run_id}` stops trying" in gone.error

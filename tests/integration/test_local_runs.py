@@ -584,6 +584,8 @@ def test_bad_input_exits_2(cli: Any) -> None:
         ("worker", "list", "--pool", "nope"),
         ("worker", "status", "--pool", "nope"),
         ("alerts", "--pool", "nope"),
+        ("run", "add", "--command", "true", "--pool", ""),
+        ("worker", "add", "box3", "--host", " "),
         ("worker", "add", "box2", "--host", "h", "--gpus", "-1"),
     ):
         proc = cli(*args, check=False)

@@ -84,7 +84,7 @@ async def test_a_bad_env_file_leaves_the_workers_credentials_alone(
     await set_up_with_credentials(fleet, worker, tmp_path / "creds.env", "HF_TOKEN=hf-abc\n")
     creds = server.home / ".config" / "runyard" / "credentials.env"
     before = creds.read_bytes()
-    for content in (b"HF_TOKEN=caf\xe9\n", b"HF_TOKEN=x\nBAD LINE\n"):
+    for content in (b"HF_TOKEN=caf\xe9\n", b"HF_TOKEN=x\nBAD LINE\n", b"# nothing\n"):
         bad = tmp_path / "bad.env"
         bad.write_bytes(content)
         with pytest.raises(FileFormatError):
@@ -228,3 +228,15 @@ async def test_sync_exclude_flags_add_to_the_defaults_and_rsync_filter_brings_da
     assert (remote / "data" / "vocab.txt").read_text() == "a\nb\n"
     assert not (remote / "data" / "huge.parquet").exists()
     assert not (remote / ".env").exists()
+
+
+async def test_setup_of_an_unreachable_worker_claims_no_credentials(
+    box: tuple[WorkspaceStore, Fleet, Worker, LoopbackSSHServer], tmp_path: Path
+) -> None:
+    _, fleet, worker, server = box
+    await server.stop()
+    path = tmp_path / "creds.env"
+    await asyncio.to_thread(path.write_text, "HF_TOKEN=x\n")
+    report = await setup_worker(fleet, worker, env_file=path)
+    assert not report.ok and report.problems
+    assert report.credentials == []  # nothing was installed, so none is listed

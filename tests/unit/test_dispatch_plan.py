@@ -176,3 +176,12 @@ def test_only_pending_runs_are_planned() -> None:
     plan = plan_dispatch(runs, [worker("w", slots=10)], "default")
     assert [a.run_id for a in plan] == ["pending"]
     assert plan[0].run_name == "name-pending"
+
+
+def test_a_cancelled_run_whose_kill_is_owed_still_holds_its_slot() -> None:
+    owed = run("owed", status=RunStatus.CANCELLED, worker="w")
+    owed.kill_pending_since = "2026-01-02T00:00:00Z"  # its process may still be running
+    plan = plan_dispatch([owed, run("next")], [worker("w"), worker("v")], "default")
+    assert pairs(plan) == [("next", "v")]
+    owed.kill_pending_since = None  # confirmed stopped: the slot is free again
+    assert pairs(plan_dispatch([owed, run("next")], [worker("w")], "default")) == [("next", "w")]

@@ -37,6 +37,12 @@ def test_read_dotenv_refuses_a_line_it_would_otherwise_drop(
     assert message in str(caught.value)
 
 
+def test_read_dotenv_takes_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "creds.env"
+    path.write_bytes(b"\xef\xbb\xbfTOKEN=abc\n")  # Notepad's UTF-8
+    assert read_dotenv(path) == {"TOKEN": "abc"}
+
+
 def test_read_dotenv_of_a_missing_file_or_a_directory(tmp_path: Path) -> None:
     assert read_dotenv(tmp_path / "nope.env") == {}  # ~/.env is optional
     with pytest.raises(FileFormatError, match="no such file"):

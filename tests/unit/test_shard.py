@@ -358,6 +358,8 @@ def test_merge_refuses_an_out_path_whose_directory_does_not_exist(
     with pytest.raises(InputError, match="no directory"):
         merge_shards(cpu_store, "search", "outputs/*.json", tmp_path / "typo" / "m.json")
     assert not (tmp_path / "typo").exists()
+    with pytest.raises(InputError, match="is a directory"):
+        merge_shards(cpu_store, "search", "outputs/*.json", tmp_path)
 
 
 def test_merge_never_writes_into_results(cpu_store: WorkspaceStore) -> None:

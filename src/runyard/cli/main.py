@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     p = worker.add_parser("remove", help="remove a worker from workers.yaml")
     p.add_argument("name")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="even if a cancelled run there was never confirmed stopped (the box is gone)",
+    )
     p.set_defaults(handler=verbs.worker_remove)
     teardown_verbs.register(worker)
     p = worker.add_parser(

@@ -201,8 +201,10 @@ def worker_remove(args: argparse.Namespace) -> int:
     from runyard.core.workers import remove_worker
 
     store = open_store(args)
-    remove_worker(store, args.name)
+    given_up = remove_worker(store, args.name, force=args.force)
     print(f"removed worker {args.name}")
+    if given_up:
+        print(f"gave up stopping {', '.join(given_up)} there (cancelled, never confirmed stopped)")
     return 0
 
 

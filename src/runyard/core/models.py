@@ -99,6 +99,7 @@ def read_int(
     path: tuple[str | int, ...],
     default: int | None = None,
     minimum: int | None = None,
+    maximum: int | None = None,
 ) -> int | None:
     value = data.get(key, default)
     if value is None:
@@ -111,6 +112,8 @@ def read_int(
         raise FieldError((*path, key), f"must be an integer, not {value!r}")
     if minimum is not None and value < minimum:
         raise FieldError((*path, key), f"must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise FieldError((*path, key), f"must be <= {maximum}, not {value}")
     return value
 
 
@@ -254,9 +257,11 @@ class Worker:
             sp = (*path, "ssh")
             host = read_str(raw, "host", sp, required=True)
             assert host is not None
+            if not host.strip():
+                raise FieldError((*sp, "host"), "must not be empty")
             ssh = SSHSettings(
                 host=host,
-                port=read_int(raw, "port", sp, minimum=1),
+                port=read_int(raw, "port", sp, minimum=1, maximum=65535),
                 user=read_str(raw, "user", sp),
                 key=read_str(raw, "key", sp),
             )
@@ -492,7 +497,7 @@ class Run:
             env=env,
             workdir=read_str(data, "workdir", path),
             outputs=read_str_list(data, "outputs", path),
-            metrics_regex=read_str(data, "metrics_regex", path),
+            metrics_regex=_read_metrics_regex(data, path),
             verify_command=read_str(data, "verify_command", path),
             status=status,
             worker=read_str(data, "worker", path),
@@ -581,9 +586,22 @@ _INT_FIELDS = ("priority", "attempts", "exit_code", "pid")
 _STATUS_BY_VALUE = {s.value: s for s in RunStatus}
 
 
+def _read_metrics_regex(data: Mapping[str, Any], path: tuple[str | int, ...]) -> str | None:
+    """A hand-edited regex that does not compile would stop every `check`: refuse it here."""
+    from runyard.core.metrics import compile_metrics_regex
+
+    pattern = read_str(data, "metrics_regex", path)
+    if pattern is not None:
+        try:
+            compile_metrics_regex(pattern)
+        except (re.error, ValueError) as exc:
+            raise FieldError((*path, "metrics_regex"), f"not a usable regex: {exc}") from None
+    return pattern
+
+
 def _run_fast_path(data: Any) -> Run | None:
-    if type(data) is not dict:
-        return None
+    if type(data) is not dict or data.get("metrics_regex") is not None:
+        return None  # a custom regex is compiled by the thorough path
     run_id, name, command = data.get("id"), data.get("name"), data.get("command")
     if type(run_id) is not str or type(name) is not str or type(command) is not str:
         return None

@@ -76,6 +76,8 @@ def validate_spec(spec: RunSpec, store: WorkspaceStore) -> None:
             compile_metrics_regex(spec.metrics_regex)
         except (ValueError, re.error) as exc:
             raise InputError(f"--metrics-regex: {exc}") from None
+    if spec.pool is not None and not spec.pool.strip():
+        raise InputError("--pool must not be empty")
     if spec.worker is not None:
         worker = store.worker(spec.worker)
         if spec.pool is not None and worker.worker_pool != spec.pool:

@@ -40,7 +40,7 @@ def read_dotenv(path: Path, missing_ok: bool = True, strict: bool = True) -> dic
     except UnicodeDecodeError as exc:
         raise FileFormatError(path, f"is not UTF-8 text ({exc.reason})") from None
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -7,6 +7,7 @@ so a wrong type names its field and line, and an unknown key is a warning, not a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -140,6 +141,8 @@ def _coerce(hint: Any, value: Any, path: tuple[str | int, ...], warnings: list[s
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldError(path, f"must be a number, not {value!r}")
+        if not math.isfinite(value):  # `.nan` and `.inf` are YAML floats too
+            raise FieldError(path, f"must be a finite number, not {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

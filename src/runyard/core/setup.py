@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runyard.core.errors import RunyardError
+from runyard.core.errors import FileFormatError, RunyardError
 from runyard.core.fleet.transports import Fleet
 from runyard.core.models import Worker
 from runyard.core.protocol import sh_path
@@ -78,7 +78,10 @@ def build_setup_script(workspace: str, make_venv: bool, with_credentials: bool) 
 def credentials_payload(env_file: Path | None) -> tuple[bytes, list[str]]:
     if env_file is None:
         return b"", []
-    values = read_dotenv(env_file.expanduser(), missing_ok=False)
+    path = env_file.expanduser()
+    values = read_dotenv(path, missing_ok=False)
+    if not values:  # it would empty the worker's credentials file: surely not meant
+        raise FileFormatError(path, "has no KEY=VALUE line; nothing to install")
     text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
     return text.encode(), sorted(values)
 
@@ -88,7 +91,7 @@ async def setup_worker(
 ) -> SetupReport:
     payload, names = credentials_payload(env_file)
     workspace = fleet.workspace_path(worker)
-    report = SetupReport(worker.worker_id, workspace, credentials=names)
+    report = SetupReport(worker.worker_id, workspace)  # credentials: once written
     script = build_setup_script(workspace, make_venv, env_file is not None)
     try:
         result = await fleet.executor(worker).run(
@@ -110,6 +113,9 @@ async def setup_worker(
     for tool in REQUIRED_TOOLS:
         if not report.tools.get(tool):
             report.problems.append(f"{tool} is missing on the worker")
-    if env_file is not None and "credentials=ok" not in result.text():
-        report.problems.append("credentials could not be written")
+    if env_file is not None:
+        if "credentials=ok" in result.text():
+            report.credentials = names
+        else:
+            report.problems.append("credentials could not be written")
     return report

@@ -611,6 +611,8 @@ def merge_shards(
         raise InputError(f"--out {out_path}: results/ holds verified pulls; write elsewhere")
     if not out_path.parent.is_dir():  # a mistyped path must not grow a new directory tree
         raise InputError(f"--out {out_path}: no directory {out_path.parent}")
+    if out_path.is_dir():
+        raise InputError(f"--out {out_path}: is a directory; name the merged file")
     shards = roster(store, group)
     skipped = shards.problems()
     if skipped and not allow_partial:

@@ -17,6 +17,8 @@ def add_worker(store: WorkspaceStore, worker: Worker) -> None:
         )
     if worker.slots < 1:
         raise InputError("--slots must be at least 1")
+    if worker.ssh is not None and not worker.ssh.host.strip():
+        raise InputError("--host must not be empty")
     if worker.resources.gpu < 0:
         raise InputError(f"--gpus {worker.resources.gpu}: must be at least 0")
     if worker.ssh is not None and worker.ssh.port is not None and not 0 < worker.ssh.port < 65536:
@@ -31,14 +33,34 @@ def add_worker(store: WorkspaceStore, worker: Worker) -> None:
     store.edit_workers(edit, "worker.added", worker=worker.worker_id)
 
 
-def remove_worker(store: WorkspaceStore, name: str) -> None:
-    active = [r.id for r in store.runs() if r.is_active and r.worker == name]
+def remove_worker(store: WorkspaceStore, name: str, force: bool = False) -> list[str]:
+    """Drop `name` from workers.yaml; returns the cancelled runs whose owed kill is given up.
+
+    Refused while runs are active there, and while a cancel there was never confirmed (its
+    process may still run) unless `force`: the operator says the box is gone for good.
+    """
+    runs = [r for r in store.runs() if r.worker == name]
+    active = [r.id for r in runs if r.is_active]
     if active:
         raise InputError(
             f"worker {name!r} has active runs ({', '.join(active)}); cancel or finish them first"
+        )
+    owed = [r.id for r in runs if r.kill_pending_since is not None]
+    if owed and not force:
+        raise InputError(
+            f"worker {name!r} may still run cancelled runs ({', '.join(owed)}) whose kill it "
+            "never confirmed: `runyard check` stops them once it answers, or pass --force "
+            "if the box is gone for good"
         )
 
     def edit(entries: Any) -> None:
         del entries[find_index(entries, name)]
 
     store.edit_workers(edit, "worker.removed", worker=name)
+    if owed:
+        with store.queue_transaction() as queue:
+            for run in queue:
+                if run.id in owed:
+                    run.kill_pending_since = None
+                    store.events.append("run.cancel_given_up", run=run.id, worker=name)
+    return owed

@@ -42,7 +42,7 @@ def parse_workers(path: Path, doc: Any, warnings: list[str]) -> list[Worker]:
         if worker.worker_id in seen:
             raise FileFormatError(
                 path,
-                f"duplicate worker_id {worker.worker_id!r} (first at entry {seen[worker.worker_id] + 1})",
+                f"duplicate worker_id {worker.worker_id!r} (first at [{seen[worker.worker_id]}])",
                 line=yaml_line(entries, (index, "worker_id")),
                 field=f"[{index}].worker_id",
             )
