@@ -570,6 +570,10 @@ def test_duplicate_run_names_are_rejected_with_exit_2(cli: Any, store: Workspace
     assert proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and "exp-1" in proc.stderr
     assert store.workspace.queue_path.read_bytes() == before
+    taken_id = store.runs()[0].id
+    proc = cli("run", "add", "--name", taken_id, "--command", "true", check=False)
+    assert proc.returncode == 2 and "is another run's id" in proc.stderr
+    assert store.workspace.queue_path.read_bytes() == before
 
 
 def test_bad_input_exits_2(cli: Any) -> None:

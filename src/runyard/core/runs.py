@@ -104,6 +104,8 @@ def add_run(store: WorkspaceStore, spec: RunSpec) -> Run:
             raise InputError(
                 f"a run named {name!r} is already in the queue (names are output directories)"
             )
+        if name in ids:  # `run show NAME` would find that run by its id instead
+            raise InputError(f"--name {name!r} is another run's id; pick another name")
         run = build_run(spec, run_id, name)
         runs.append(run)
         store.events.append("run.added", run=run.id, name=run.name)
