@@ -105,7 +105,7 @@ async def check(store: WorkspaceStore, fleet: Fleet) -> list[RunCheck]:
     unstopped: list[Run] = []  # cancelled, the kill not confirmed: send it again
     results: list[RunCheck] = []
     for run in queue:
-        if run.status == RunStatus.CANCELLED and run.kill_pending_since is not None:
+        if run.kill_owed:
             unstopped.append(run)
         if not run.is_active:
             continue
@@ -201,14 +201,15 @@ async def _finish_cancel(
 ) -> RunCheck:
     """Send again the kill of a cancelled run; its status stays cancelled either way."""
     status = RunStatus.CANCELLED
-    if run.worker not in workers:
+    worker = workers.get(run.worker or "")
+    if worker is None:
         error = (
             f"worker {run.worker!r} is not in workers.yaml, so this cancelled run's process "
             f"cannot be stopped; `runyard run cancel {run.id}` stops trying"
         )
         return RunCheck(run.id, run.name, run.worker, status, status, error=error)
     try:
-        signal = await stop_cancelled_process(store, fleet, run)
+        signal = await stop_cancelled_process(store, fleet, run, worker)
     except RunyardError as exc:
         error = f"cancelled, but its process is not confirmed stopped: {exc}"
         return RunCheck(run.id, run.name, run.worker, status, status, error=error)

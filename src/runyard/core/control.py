@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from runyard.core.errors import InputError, OperationalError, RunyardError
 from runyard.core.fleet.transports import Fleet
-from runyard.core.models import Run, RunStatus
+from runyard.core.models import Run, RunStatus, Worker
 from runyard.core.protocol import (
     ProbeTarget,
     build_cancel,
@@ -45,8 +45,7 @@ async def cancel_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> CancelOut
     with store.queue_transaction() as runs:
         run = find_run(runs, ref)
         was = run.status
-        retrying = run.status == RunStatus.CANCELLED and run.kill_pending_since is not None
-        if not retrying:
+        if not run.kill_owed:  # else: a cancel whose kill was never confirmed, sent again
             if run.status not in (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING):
                 raise InputError(f"run {run.id} is {run.status.value}; there is nothing to cancel")
             set_status(store, run, RunStatus.CANCELLED)
@@ -55,8 +54,9 @@ async def cancel_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> CancelOut
     outcome = CancelOutcome(run, was)
     if run.kill_pending_since is None:
         return outcome
+    worker = next((w for w in store.workers() if w.worker_id == run.worker), None)
     try:
-        outcome.signal = await stop_cancelled_process(store, fleet, run)
+        outcome.signal = await stop_cancelled_process(store, fleet, run, worker)
     except RunyardError as exc:
         store.events.append("run.cancel_failed", run=run.id, error=str(exc))
         raise OperationalError(
@@ -67,13 +67,16 @@ async def cancel_run(store: WorkspaceStore, fleet: Fleet, ref: str) -> CancelOut
     return outcome
 
 
-async def stop_cancelled_process(store: WorkspaceStore, fleet: Fleet, run: Run) -> str:
-    """Kill a cancelled run's process group; once confirmed, clear `kill_pending_since`.
+async def stop_cancelled_process(
+    store: WorkspaceStore, fleet: Fleet, run: Run, worker: Worker | None
+) -> str:
+    """Kill a cancelled run's process group on `worker`; once confirmed, clear
+    `kill_pending_since`.
 
     Returns how it ended (term, kill, gone, nopid, or noworker when its worker has left
-    workers.yaml and so cannot be reached any more); raises `RunyardError` when unconfirmed.
+    workers.yaml, `worker` None, and cannot be reached any more); raises `RunyardError`
+    when unconfirmed.
     """
-    worker = next((w for w in store.workers() if w.worker_id == run.worker), None)
     if worker is None or run.run_dir is None:
         signal = "noworker"
     else:

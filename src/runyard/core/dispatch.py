@@ -51,9 +51,7 @@ def plan_dispatch(
     usable = [w for w in workers if w.enabled and w.worker_id not in skip_workers]
     free: dict[str, int] = {w.worker_id: w.slots for w in usable}
     for run in runs:
-        # A cancelled run whose kill is still owed may be running: its slot is not free.
-        holds_slot = run.is_active or run.kill_pending_since is not None
-        if holds_slot and run.worker in free:
+        if run.holds_slot and run.worker in free:
             free[run.worker] -= 1
     by_pool: dict[str, list[Worker]] = {}
     for worker in usable:

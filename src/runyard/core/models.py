@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from runyard.core.metrics import compile_metrics_regex
+
 
 class FieldError(ValueError):
     """A value in a record is invalid; `path` is the field's path inside the record."""
@@ -428,6 +430,16 @@ class Run:
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATES
 
+    @property
+    def kill_owed(self) -> bool:
+        """A cancel has not confirmed that this run's process is gone: it may still run."""
+        return self.status == RunStatus.CANCELLED and self.kill_pending_since is not None
+
+    @property
+    def holds_slot(self) -> bool:
+        """Its worker's slot is taken: the run is active, or its cancel is unconfirmed."""
+        return self.is_active or self.kill_owed
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: tuple[str | int, ...] = ()) -> Run:
         fast = _run_fast_path(data)
@@ -588,8 +600,6 @@ _STATUS_BY_VALUE = {s.value: s for s in RunStatus}
 
 def _read_metrics_regex(data: Mapping[str, Any], path: tuple[str | int, ...]) -> str | None:
     """A hand-edited regex that does not compile would stop every `check`: refuse it here."""
-    from runyard.core.metrics import compile_metrics_regex
-
     pattern = read_str(data, "metrics_regex", path)
     if pattern is not None:
         try:

@@ -194,7 +194,7 @@ def retry_run(store: WorkspaceStore, ref: str) -> Run:
             raise InputError(
                 f"run {run.id} is {run.status.value}; only finished runs can be retried"
             )
-        if run.kill_pending_since is not None:
+        if run.kill_owed:
             raise InputError(
                 f"run {run.id}'s process may still be running on {run.worker} (its cancel "
                 f"could not stop it); run `runyard run cancel {run.id}` again when "

@@ -45,7 +45,7 @@ def remove_worker(store: WorkspaceStore, name: str, force: bool = False) -> list
         raise InputError(
             f"worker {name!r} has active runs ({', '.join(active)}); cancel or finish them first"
         )
-    owed = [r.id for r in runs if r.kill_pending_since is not None]
+    owed = [r.id for r in runs if r.kill_owed]
     if owed and not force:
         raise InputError(
             f"worker {name!r} may still run cancelled runs ({', '.join(owed)}) whose kill it "
